@@ -1,0 +1,41 @@
+# Every target sets itself up: a fresh clone needs only Python >= 3.10 and pip.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU build of torch on this path (an unpinned torch pulls several GB of CUDA wheels).
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-notebooks figures benchmarks clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## main job: train on the best dataset available offline, write figures/
+demo: install
+	$(PY) -m ssvae_lib demo
+
+## unit tests + every notebook under nbval, in fast mode
+test: install
+	SSVAE_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --durations=15 $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-notebooks: install
+	SSVAE_FAST=1 $(PY) -m pytest notebooks --nbval-lax $(PYTEST_ARGS)
+
+figures: install
+	$(PY) -m ssvae_lib figures
+
+benchmarks: install
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/accuracy.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis slides

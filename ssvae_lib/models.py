@@ -1,0 +1,142 @@
+"""Encoder/decoder networks of the seminar thesis's SSVAE (its Figure 1), in two recognition orders.
+
+Generative model (Eq. 4): p(y) = Cat(1/C), p(z) = N(0, I), p(x|y,z) Bernoulli with logits from an MLP.
+Recognition model, selected by ``order``:
+
+* ``"label_first"`` — q(y|x) q(z|x,y), Kingma's M2 factorisation (Eq. 5 / Eq. 21);
+* ``"style_first"`` — q(z|x) q(y|x,z), the label predicted from the style (thesis §3.2), where the
+  supervised importance-sampling estimator (Eq. 20) is non-trivial.
+
+Shapes: ``x`` is always ``[B, D]``; ``y_onehot`` and ``z`` may carry extra leading dimensions (samples,
+enumerated classes). The shared hidden layer is computed once per image and broadcast, and every layer
+that reads a concatenation ``[h, y]`` is split into one matrix per input, so nothing is recomputed per
+importance sample. This module computes densities of its own distributions but no training loss.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ORDERS = ("label_first", "style_first")
+
+
+class SSVAE(nn.Module):
+    """MLP SSVAE: ``input_dim -> hidden_dim`` (ReLU) shared encoder layer, a ``n_classes`` digit head
+    and a ``style_dim`` Gaussian style head; decoder ``(y, z) -> hidden_dim -> input_dim``."""
+
+    def __init__(self, input_dim: int = 784, hidden_dim: int = 256, n_classes: int = 10,
+                 style_dim: int = 10, order: str = "label_first",
+                 log_sigma_range: tuple[float, float] = (-6.0, 2.0)):
+        super().__init__()
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, n_classes=n_classes,
+                                style_dim=style_dim).items():
+            if int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.input_dim, self.hidden_dim = input_dim, hidden_dim
+        self.n_classes, self.style_dim, self.order = n_classes, style_dim, order
+        self.log_sigma_range = tuple(float(v) for v in log_sigma_range)
+
+        self.hidden = nn.Linear(input_dim, hidden_dim)                      # shared by all heads
+        self.label_head = nn.Linear(hidden_dim, n_classes)                  # logits from h
+        self.style_head = nn.Linear(hidden_dim, 2 * style_dim)              # (mu, log_sigma) from h
+        if order == "label_first":   # q(z|x,y): the style head also reads y
+            self.style_from_label = nn.Linear(n_classes, 2 * style_dim, bias=False)
+        else:                        # q(y|x,z): the label head also reads z
+            self.label_from_style = nn.Linear(style_dim, n_classes, bias=False)
+        self.decoder_in_label = nn.Linear(n_classes, hidden_dim, bias=False)
+        self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
+        self.decoder_out = nn.Linear(hidden_dim, input_dim)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """Constructor arguments, enough to rebuild the architecture (used by checkpoints)."""
+        return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, n_classes=self.n_classes,
+                    style_dim=self.style_dim, order=self.order,
+                    log_sigma_range=list(self.log_sigma_range))
+
+    def onehot(self, y: torch.Tensor) -> torch.Tensor:
+        """Integer labels -> one-hot float; float tensors (one-hot or relaxed) pass through."""
+        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
+                raise ValueError(f"labels must lie in [0, {self.n_classes - 1}]")
+            return F.one_hot(y.long(), self.n_classes).to(self.label_head.weight.dtype)
+        return y
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_dim:
+            raise ValueError(f"expected inputs with {self.input_dim} features, got shape {tuple(x.shape)}")
+        return F.relu(self.hidden(x))
+
+    def _gaussian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_sigma = params.chunk(2, dim=-1)
+        return mu, log_sigma.clamp(*self.log_sigma_range)
+
+    def log_prior_y(self) -> torch.Tensor:
+        """log p(y): uniform over the classes (Eq. 4)."""
+        return torch.full((self.n_classes,), -math.log(self.n_classes),
+                          device=self.decoder_out.weight.device)
+
+    # -- recognition model --------------------------------------------------------------------------
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x) ``[B, C]``. For ``style_first`` this is q(y|x, z=mean of q(z|x)),
+        the usual plug-in classifier of that order."""
+        h = self.features(x)
+        if self.order == "label_first":
+            return self.label_head(h)
+        mu, _ = self._gaussian(self.style_head(h))
+        return self.label_head(h) + self.label_from_style(mu)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of q(z|x,y) (label_first order); ``y`` may carry leading dims."""
+        if self.order != "label_first":
+            raise ValueError("encode(x, y) is q(z|x,y) of the label_first order; "
+                             "this model is style_first: use encode_marginal(x)")
+        return self._gaussian(self.style_head(self.features(x)) + self.style_from_label(self.onehot(y)))
+
+    def encode_marginal(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of q(z|x) (style_first order)."""
+        if self.order != "style_first":
+            raise ValueError("encode_marginal(x) is q(z|x) of the style_first order; "
+                             "this model is label_first: use encode(x, y)")
+        return self._gaussian(self.style_head(self.features(x)))
+
+    def classify_style(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x,z) (style_first order); ``z`` may carry leading dims."""
+        if self.order != "style_first":
+            raise ValueError("classify_style(x, z) exists only for the style_first order")
+        return self.label_head(self.features(x)) + self.label_from_style(z)
+
+    # -- generative model ---------------------------------------------------------------------------
+    def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits of p(x|y,z), shape ``broadcast(y, z)[..., D]``."""
+        h = F.relu(self.decoder_in_label(self.onehot(y)) + self.decoder_in_style(z))
+        return self.decoder_out(h)
+
+    def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|y,z) summed over pixels: x log sigmoid(l) + (1 - x) log sigmoid(-l)."""
+        logits = self.decode(y, z)
+        return (x * logits - F.softplus(logits)).sum(-1)
+
+    def generate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Pixel means of p(x|y,z) in [0, 1]."""
+        return torch.sigmoid(self.decode(y, z))
+
+    @torch.no_grad()
+    def infer_style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior mean of the style z for each image (given y, or the predicted y when None)."""
+        if self.order == "style_first":
+            return self.encode_marginal(x)[0]
+        if y is None:
+            y = self.classify(x).argmax(-1)
+        return self.encode(x, y)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode (predicted y, posterior-mean z): pixel means ``[B, D]``."""
+        y = self.classify(x).argmax(-1)
+        return self.generate(y, self.infer_style(x, y))
