@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks figures benchmarks clean
+.PHONY: install demo test test-unit test-notebooks test-browser slides figures benchmarks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-unit: install
 
 test-notebooks: install
 	SSVAE_FAST=1 $(PY) -m pytest notebooks --nbval-lax $(PYTEST_ARGS)
+
+## JupyterLab in Debian's Chromium (apt-get install chromium): the live widgets of notebooks 04/05,
+## and the static slides opened offline
+test-browser: install
+	$(PY) -m pytest tests/browser -m browser --durations=10 $(PYTEST_ARGS)
+
+## reveal.js slides of every notebook into slides/ (open slides/index.html; works offline; needs npm)
+slides: install
+	$(PY) tools/build_slides.py
 
 figures: install
 	$(PY) -m ssvae_lib figures

@@ -53,7 +53,7 @@ def main():
     rows = []
     grids = [dict(zip(TUNING_GRID, values)) for values in itertools.product(*TUNING_GRID.values())] \
         if args.tune else [{}]
-    split = "validation" if args.tune else "test"
+    split = "validation" if args.tune or base.get("validation_size") else "test"
     for objective in args.objectives.split(","):
         for point in grids:
             kwargs = {**base, **point, "objective": objective}

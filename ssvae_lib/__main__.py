@@ -1,4 +1,4 @@
-"""Command line: ``python -m ssvae_lib {data,train,demo} ...`` (``--help`` on each)."""
+"""Command line: ``python -m ssvae_lib {data,train,demo,sweep,figures} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -97,6 +97,54 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _grid_from(args):
+    """The grid of ``sweep``: a preset or a spec file, with the axes and fields given on the command line."""
+    from . import sweep
+    if (args.preset is None) == (args.spec is None):
+        raise ValueError("give exactly one of --preset NAME or --spec FILE")
+    spec = sweep.GridSpec.from_file(args.spec) if args.spec else sweep.preset(args.preset, fast=args.fast)
+    changes = {}
+    for axis, kind in (("alphas", float), ("corruption_rates", float), ("n_labelled", int), ("protocols", str),
+                       ("objectives", str), ("seeds", int)):
+        if getattr(args, axis) is not None:
+            changes[axis] = sweep.parse_values(getattr(args, axis), kind)
+    for name in ("name", "epochs", "dataset"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.set:
+        changes["overrides"] = {**spec.overrides, **sweep.parse_assignments(args.set)}
+    return dataclasses.replace(spec, **changes)
+
+
+def cmd_sweep(args) -> int:
+    from . import sweep
+    from .train import fast_mode
+    spec = _grid_from(args)
+    out = Path(args.out) if args.out else settings.figures_dir() / "sweep"
+    configs = spec.configs()
+    groups = sweep.plan([fast_mode(c) for c in configs])
+    print(f"grid {spec.name}: {len(configs)} runs in {len(groups)} stackable group(s); results in {out}")
+    if args.dry_run:
+        return 0
+    started = time.perf_counter()
+    rows = sweep.run_sweep(spec, out, max_runs=args.max_runs, scores=not args.no_scores, device=args.device)
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"{len(rows)} runs recorded ({len(failed)} failed) in {time.perf_counter() - started:.1f} s; "
+          f"wrote {out / 'results.csv'}")
+    return 1 if failed else 0
+
+
+def cmd_figures(args) -> int:
+    from . import plots, sweep
+    results = Path(args.results) if args.results else settings.figures_dir() / "sweep"
+    grids = sweep.load_grids(results)
+    if not any(grids.values()):
+        raise FileNotFoundError(f"no sweep results under {results}; run 'python -m ssvae_lib sweep' first")
+    written = plots.write_sweep_figures(grids, args.out)
+    print("wrote " + ", ".join(str(p) for p in written if p.suffix != ".pdf") + " (and PDFs)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ssvae_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", default=None, help="output folder for the figures (default: the checkout's figures/)")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("sweep", help="train a grid of runs, many at once; resumable; one JSON per run + results.csv")
+    p.add_argument("--preset", help="thesis-alpha, thesis-noise, paper-table (each also as NAME-fast)")
+    p.add_argument("--spec", help="grid file (.json or .toml) with GridSpec fields, instead of a preset")
+    p.add_argument("--fast", action="store_true", help="use the preset's -fast variant (seconds on a CPU)")
+    p.add_argument("--out", default=None, help="results folder (default: the checkout's figures/sweep)")
+    p.add_argument("--name", default=None, help="grid name for the results (default: the preset's)")
+    p.add_argument("--alphas", help="comma-separated α values, e.g. 0.1,1,10,100")
+    p.add_argument("--corruption-rates", help="comma-separated label corruption rates in [0, 1]")
+    p.add_argument("--n-labelled", help="comma-separated labelled-set sizes M ('all' for every image)")
+    p.add_argument("--protocols", help="comma-separated: thesis, corrected, or LABELLING/CORRUPTION")
+    p.add_argument("--objectives", help="comma-separated: m2, ssvae")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="another TrainConfig field for every run (repeatable), e.g. --set max_train=4000")
+    p.add_argument("--max-runs", type=int, default=None, help="stack at most this many runs at once")
+    p.add_argument("--device", default=None, help="cpu, cuda[:i] (default: each config's, i.e. auto)")
+    p.add_argument("--no-scores", action="store_true", help="skip the label-leakage scores")
+    p.add_argument("--dry-run", action="store_true", help="print the number of runs and groups, train nothing")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("figures", help="thesis-style sweep figures (Fig. 2, 3, App. B) and the accuracy table")
+    p.add_argument("--results", default=None, help="sweep results folder (default: the checkout's figures/sweep)")
+    p.add_argument("--out", default=None, help="output folder (default: the checkout's figures/)")
+    p.set_defaults(func=cmd_figures)
     return parser
 
 

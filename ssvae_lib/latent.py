@@ -79,3 +79,15 @@ def traversal(model: SSVAE, y: int, base=None, values=None) -> torch.Tensor:
     dims = torch.arange(model.style_dim)
     z[dims, :, dims] = values[None, :].expand(model.style_dim, -1)
     return model.generate(torch.tensor(y, device=device), z.to(device))
+
+
+@torch.no_grad()
+def analogy_consistency(model: SSVAE, x: torch.Tensor) -> float:
+    """How often the model's own classifier q(y|x) reads the intended digit in the analogies of ``x``:
+    the fraction of decoded images (y', style of x) classified as y', over all images and all y'.
+    1 means the decoder writes whichever digit it is given; 1/C (chance) means it ignores y and the
+    style z decides the digit (label information has leaked into z)."""
+    images = analogies(model, x)                                   # [B, C, D]
+    predicted = model.classify(images.reshape(-1, images.shape[-1])).argmax(-1).view(images.shape[:2])
+    intended = torch.arange(model.n_classes, device=predicted.device)
+    return float((predicted == intended).float().mean())

@@ -196,11 +196,14 @@ def prepare_data(config: TrainConfig, dataset: data_mod.Dataset | None = None) -
         x_pool, y_pool = x_pool[keep], y_pool[keep]
     if config.max_test is not None and config.max_test < len(y_eval):
         x_eval, y_eval = x_eval[:config.max_test], y_eval[:config.max_test]
-    n_labelled = len(y_pool) if config.n_labelled is None else config.n_labelled
-    if n_labelled > len(y_pool):
-        raise ValueError(f"n_labelled={n_labelled} is larger than the training pool ({len(y_pool)} images)")
-    labelled = data_mod.split_labelled(y_pool, n_labelled, seed=config.seed)
-    return PreparedData(x_pool, y_pool, torch.as_tensor(labelled), x_eval, y_eval, eval_split, ds)
+    if config.n_labelled is None:          # every image labelled: no class balancing to do
+        labelled = torch.arange(len(y_pool))
+    elif config.n_labelled > len(y_pool):
+        raise ValueError(f"n_labelled={config.n_labelled} is larger than the training pool "
+                         f"({len(y_pool)} images)")
+    else:
+        labelled = torch.as_tensor(data_mod.split_labelled(y_pool, config.n_labelled, seed=config.seed))
+    return PreparedData(x_pool, y_pool, labelled, x_eval, y_eval, eval_split, ds)
 
 
 # -- the step ------------------------------------------------------------------------------------------

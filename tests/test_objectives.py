@@ -468,7 +468,8 @@ def test_style_first_estimator_bias_and_std_table(style_runs, record_property):
     runs, ex = style_runs
     lines = [f"Eq. 20, style_first toy, alpha={ex['alpha']}, R=20000 replicates; exact Eq. 16 = {ex['eq16']:.4f},"
              f" limit of Eq. 20 as written = {ex['limit']:.4f}",
-             f"{'S':>3} | {'as written: mean':>16} {'bias':>8} {'std':>7} | {'weighted: mean':>14} {'bias':>8} {'std':>7}"]
+             f"{'S':>3} | {'as written: mean':>16} {'bias':>8} {'std':>7} |"
+             f" {'weighted: mean':>14} {'bias':>8} {'std':>7}"]
     for s, run in runs.items():
         a_mean, w_mean = float(run["as_written"].mean()), float(run["weighted"].mean())
         lines.append(f"{s:>3} | {a_mean:16.4f} {a_mean - ex['limit']:+8.4f} {float(run['as_written'].std()):7.4f} |"

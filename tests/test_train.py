@@ -10,6 +10,12 @@ from ssvae_lib.data import load_dataset
 from ssvae_lib.train import Callback, NonFiniteLossError, TrainConfig
 
 
+@pytest.fixture(autouse=True)
+def full_mode(monkeypatch):
+    """These configs are already tiny; SSVAE_FAST (set by `make test`) must not shrink them further."""
+    monkeypatch.setattr(T.settings, "FAST", False)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
@@ -38,6 +44,12 @@ def test_config_validation(bad, match):
 def test_n_labelled_larger_than_pool_is_an_error(digits):
     with pytest.raises(ValueError, match="larger than the training pool"):
         T.prepare_data(tiny(n_labelled=601), digits)
+
+
+def test_all_labelled_uses_every_pool_image():
+    shapes = load_dataset("shapes")        # unequal class counts: a balanced split of all is impossible
+    prep = T.prepare_data(tiny(dataset="shapes", n_labelled=None, max_train=None), shapes)
+    assert torch.equal(prep.labelled, torch.arange(len(prep.y_pool)))
 
 
 def test_config_round_trips_through_dict():

@@ -1,0 +1,420 @@
+"""Partial supervision over several labels: K categorical label variables, any subset observed.
+
+The seminar thesis's §4.1 argues that with K partially observed labels y_1..y_K the objective
+"fractures into 2^K observation patterns" needing bespoke code per pattern. It does not: one
+batched objective with a per-example, per-variable observation mask covers every pattern.
+
+Generative model (Eq. 4 with K labels): p(y_k) = Cat(1/n_k) independently, p(z) = N(0, I),
+p(x|y_1..y_K, z) Bernoulli. Recognition model: independent heads q(y_k|x) and q(z|x, y_1..y_K).
+
+For one example with observed labels O and missing labels U, the bound (:func:`masked_bound`) is
+
+    L(x, y_O) = Σ_{y_U} q(y_U|x) L(x, y) + Σ_{k∈U} H(q(y_k|x)) + α Σ_{k∈O} log q(y_k|x),
+    L(x, y)   = E_q(z|x,y)[log p(x|y,z)] − KL(q(z|x,y) ‖ p(z)) + Σ_k log p(y_k),
+
+with q(y_U|x) = Π_{k∈U} q(y_k|x). It is Eq. 8 when every label is observed and Eq. 9 (for the
+joint label) when none is. Computed for all patterns at once: the J = Π_k n_k joint label
+configurations c are enumerated once, and each example gives configuration c the weight
+
+    w(c) = Π_k (observed_k ? 1[c_k = label_k] : q(c_k|x)),
+
+so Σ_c w(c) L(x, c) is the first term for every pattern; the other two are masked sums over k.
+The price of having no branches: a fully labelled example still evaluates all J configurations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as data_mod
+from . import settings
+from .objectives import bernoulli_log_likelihood, categorical_entropy, gaussian_kl
+
+__all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observation_mask",
+           "pattern_counts", "representation", "MultiLabelConfig", "MultiLabelResult",
+           "shapes_labels", "evaluate_multilabel", "train_multilabel"]
+
+
+class MultiLabelSSVAE(nn.Module):
+    """MLP SSVAE with K categorical labels of sizes ``label_sizes`` and a ``style_dim`` Gaussian style.
+
+    Encoder: ``input_dim -> hidden_dim`` (ReLU) shared layer; one logits head per label; the style
+    head reads the shared layer and the concatenated one-hot labels. Decoder:
+    ``(y_1..y_K, z) -> hidden_dim -> input_dim`` Bernoulli logits. With one label it is exactly the
+    ``label_first`` :class:`ssvae_lib.models.SSVAE` (same layers, renamed).
+
+    Labels are passed either as integer indices ``[..., K]`` or as the concatenation of their one-hot
+    vectors ``[..., Σ_k n_k]`` (float), and may carry leading dimensions that broadcast.
+    """
+
+    def __init__(self, input_dim: int = 784, hidden_dim: int = 256, label_sizes=(3, 4),
+                 style_dim: int = 10, log_sigma_range: tuple[float, float] = (-6.0, 2.0)):
+        super().__init__()
+        label_sizes = tuple(label_sizes)
+        if not label_sizes or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2
+                                  for n in label_sizes):
+            raise ValueError(f"label_sizes must be a non-empty sequence of integers >= 2, got {label_sizes!r}")
+        for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, style_dim=style_dim).items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.input_dim, self.hidden_dim, self.style_dim = int(input_dim), int(hidden_dim), int(style_dim)
+        self.label_sizes = tuple(int(n) for n in label_sizes)
+        self.log_sigma_range = tuple(float(v) for v in log_sigma_range)
+        total = sum(self.label_sizes)
+
+        self.hidden = nn.Linear(input_dim, hidden_dim)
+        self.label_heads = nn.ModuleList(nn.Linear(hidden_dim, n) for n in self.label_sizes)
+        self.style_head = nn.Linear(hidden_dim, 2 * style_dim)
+        self.style_from_labels = nn.Linear(total, 2 * style_dim, bias=False)
+        self.decoder_in_labels = nn.Linear(total, hidden_dim, bias=False)
+        self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
+        self.decoder_out = nn.Linear(hidden_dim, input_dim)
+
+    @property
+    def n_labels(self) -> int:
+        """K, the number of label variables."""
+        return len(self.label_sizes)
+
+    def config(self) -> dict:
+        """Constructor arguments, enough to rebuild the architecture."""
+        return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, label_sizes=list(self.label_sizes),
+                    style_dim=self.style_dim, log_sigma_range=list(self.log_sigma_range))
+
+    def onehot(self, labels: torch.Tensor) -> torch.Tensor:
+        """Integer labels ``[..., K]`` -> concatenated one-hots ``[..., Σ_k n_k]``; floats pass through."""
+        if labels.is_floating_point():
+            if labels.shape[-1] != sum(self.label_sizes):
+                raise ValueError(f"one-hot labels must have {sum(self.label_sizes)} columns "
+                                 f"(sizes {self.label_sizes}), got shape {tuple(labels.shape)}")
+            return labels
+        if labels.shape[-1:] != (self.n_labels,):
+            raise ValueError(f"integer labels must have shape [..., K] with K = {self.n_labels}, "
+                             f"got {tuple(labels.shape)}")
+        _check_label_range(labels, self.label_sizes, torch.ones_like(labels, dtype=torch.bool))
+        dtype = self.decoder_out.weight.dtype
+        return torch.cat([F.one_hot(labels[..., k].long(), n).to(dtype)
+                          for k, n in enumerate(self.label_sizes)], dim=-1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_dim:
+            raise ValueError(f"expected inputs with {self.input_dim} features, got shape {tuple(x.shape)}")
+        return F.relu(self.hidden(x))
+
+    def log_prior(self) -> list[torch.Tensor]:
+        """log p(y_k) for each label: uniform over its n_k values."""
+        weight = self.decoder_out.weight
+        return [torch.full((n,), -math.log(n), device=weight.device, dtype=weight.dtype)
+                for n in self.label_sizes]
+
+    # -- recognition model ------------------------------------------------------------------------
+    def classify(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of q(y_k|x) for every label: a list of K tensors ``[B, n_k]``."""
+        h = self.features(x)
+        return [head(h) for head in self.label_heads]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """argmax_k q(y_k|x) for every label: int64 ``[B, K]``."""
+        return torch.stack([logits.argmax(-1) for logits in self.classify(x)], dim=-1)
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of q(z|x, y_1..y_K); ``labels`` may carry leading dimensions."""
+        params = self.style_head(self.features(x)) + self.style_from_labels(self.onehot(labels))
+        mu, log_sigma = params.chunk(2, dim=-1)
+        return mu, log_sigma.clamp(*self.log_sigma_range)
+
+    # -- generative model -------------------------------------------------------------------------
+    def decode(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits of p(x|y_1..y_K, z), shape ``broadcast(labels, z)[..., D]``."""
+        h = F.relu(self.decoder_in_labels(self.onehot(labels)) + self.decoder_in_style(z))
+        return self.decoder_out(h)
+
+    def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|y, z) summed over pixels."""
+        return bernoulli_log_likelihood(x, self.decode(labels, z))
+
+    def generate(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Pixel means of p(x|y, z) in [0, 1]."""
+        return torch.sigmoid(self.decode(labels, z))
+
+    @torch.no_grad()
+    def infer_style(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior mean of z given the labels (the predicted labels when None): ``[B, Dz]``."""
+        return self.encode(x, self.predict(x) if labels is None else labels)[0]
+
+
+# ================================================================================================
+# the masked objective
+# ================================================================================================
+def joint_configurations(label_sizes) -> torch.Tensor:
+    """Every joint value of the K labels, int64 ``[Π_k n_k, K]`` (the last label varies fastest)."""
+    sizes = tuple(label_sizes)
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
+        raise ValueError(f"label_sizes must be a non-empty sequence of positive integers, got {sizes!r}")
+    return torch.tensor(list(itertools.product(*(range(n) for n in sizes))), dtype=torch.int64)
+
+
+def _check_label_range(labels: torch.Tensor, sizes: tuple[int, ...], observed: torch.Tensor) -> None:
+    for k, n in enumerate(sizes):
+        values = labels[..., k][observed[..., k]]
+        if values.numel() and (int(values.min()) < 0 or int(values.max()) >= n):
+            raise ValueError(f"observed values of label {k} must lie in [0, {n - 1}], "
+                             f"got min {int(values.min())}, max {int(values.max())}")
+
+
+def _check_labels_and_mask(labels, observed, sizes: tuple[int, ...], batch: int) -> None:
+    shape = (batch, len(sizes))
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != shape:
+        raise ValueError(f"labels must be an int64 tensor of shape [B, K] = {list(shape)}, got "
+                         f"{getattr(labels, 'dtype', type(labels).__name__)} {list(getattr(labels, 'shape', []))}")
+    if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool or tuple(observed.shape) != shape:
+        raise ValueError(f"observed must be a bool tensor of shape [B, K] = {list(shape)} (True = label "
+                         f"observed), got {getattr(observed, 'dtype', type(observed).__name__)} "
+                         f"{list(getattr(observed, 'shape', []))}")
+    _check_label_range(labels, sizes, observed)
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    return float(alpha)
+
+
+def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, observed: torch.Tensor,
+                 alpha: float, *, n_samples: int = 1, eps: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The bound L(x, y_O) of the module docstring for every example, ``[B]``, to be maximised:
+    Eq. 8 of the seminar thesis for the observed labels, Eq. 9 (exact enumeration) for the missing ones.
+
+    ``labels``: int64 ``[B, K]``; entries where ``observed`` is False are ignored (any integer, e.g. −1).
+    ``observed``: bool ``[B, K]``, True where label k of example b is observed.
+    ``eps``: standard normal noise ``[n_samples, B, Dz]`` (drawn from ``generator`` when None), shared by
+    all configurations: z^s(c) = mu(x, c) + sigma(x, c)·eps^s, reparameterised (Eq. 2).
+    Gradients: path-wise through z, analytic KL and entropies, exact sums over the configurations.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    sizes, batch = model.label_sizes, x.shape[0]
+    _check_labels_and_mask(labels, observed, sizes, batch)
+    alpha = _check_alpha(alpha)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    labels, observed = labels.to(x.device), observed.to(x.device)
+
+    configs = joint_configurations(sizes).to(x.device)                                 # [J, K]
+    log_q = [torch.log_softmax(logits, -1) for logits in model.classify(x)]            # K x [B, n_k]
+    log_p = model.log_prior()
+
+    # Weight of configuration c for example b: Π_k (observed ? 1[c_k = label_k] : q(c_k|x)).
+    weights = torch.ones(batch, len(configs), dtype=x.dtype, device=x.device)          # [B, J]
+    for k in range(len(sizes)):
+        q_at_config = torch.exp(log_q[k])[:, configs[:, k]]                           # [B, J]
+        matches = (labels[:, k:k + 1] == configs[None, :, k]).to(x.dtype)               # [B, J]
+        weights = weights * torch.where(observed[:, k:k + 1], matches, q_at_config)
+
+    # L(x, c) for every configuration, with the same noise eps for all of them.
+    onehots = model.onehot(configs)[:, None, :]                                        # [J, 1, Σn]
+    mu, log_sigma = model.encode(x, onehots)                                           # [J, B, Dz]
+    if eps is None:
+        device = generator.device if generator is not None else x.device
+        eps = torch.randn((n_samples, batch, mu.shape[-1]), generator=generator, device=device,
+                          dtype=mu.dtype).to(x.device)
+    elif tuple(eps.shape) != (n_samples, batch, mu.shape[-1]):
+        raise ValueError(f"eps must have shape [n_samples, B, Dz] = {[n_samples, batch, mu.shape[-1]]}, "
+                         f"got {list(eps.shape)}")
+    else:
+        eps = eps.to(device=x.device, dtype=mu.dtype)
+    z = mu[:, None] + torch.exp(log_sigma[:, None]) * eps                               # [J, S, B, Dz]
+    reconstruction = model.log_likelihood(x, onehots[:, None], z).mean(1)              # [J, B]
+    log_p_config = sum(log_p[k][configs[:, k]] for k in range(len(sizes)))             # [J]
+    per_config = reconstruction - gaussian_kl(mu, log_sigma) + log_p_config[:, None]   # [J, B]
+
+    missing_entropy = sum(torch.where(observed[:, k], 0.0, categorical_entropy(log_q[k]))
+                          for k in range(len(sizes)))                                  # [B]
+    safe = torch.where(observed, labels, 0)
+    observed_log_q = sum(torch.where(observed[:, k], log_q[k].gather(1, safe[:, k:k + 1])[:, 0], 0.0)
+                         for k in range(len(sizes)))                                    # [B]
+    return (weights * per_config.transpose(0, 1)).sum(1) + missing_entropy + alpha * observed_log_q
+
+
+# ================================================================================================
+# observation masks
+# ================================================================================================
+def observation_mask(n: int, n_labels: int, observe_prob: float, seed: int = 0) -> torch.Tensor:
+    """Bool ``[n, K]``: each of the K labels of each example observed independently with
+    probability ``observe_prob`` (so pattern O has probability p^|O| (1−p)^(K−|O|)). Seeded."""
+    for name, value, low in (("n", n, 1), ("n_labels", n_labels, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(observe_prob, bool) or not isinstance(observe_prob, numbers.Real) \
+            or not 0.0 <= observe_prob <= 1.0:
+        raise ValueError(f"observe_prob must be a number in [0, 1], got {observe_prob!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 21]))
+    return torch.from_numpy(rng.random((int(n), int(n_labels))) < observe_prob)
+
+
+def pattern_counts(observed: torch.Tensor, names=None) -> dict[str, int]:
+    """How many examples show each of the 2^K observation patterns, keyed like
+    ``"shape+scale"``, ``"shape"``, ``"scale"``, ``"none"`` (label names default to y1..yK)."""
+    if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool or observed.dim() != 2:
+        raise ValueError("observed must be a bool tensor [N, K]")
+    k = observed.shape[1]
+    names = [f"y{i + 1}" for i in range(k)] if names is None else list(names)
+    if len(names) != k:
+        raise ValueError(f"names must give one name per label ({k}), got {names!r}")
+    counts = {}
+    for pattern in itertools.product((True, False), repeat=k):
+        key = "+".join(name for name, seen in zip(names, pattern) if seen) or "none"
+        counts[key] = int((observed == torch.tensor(pattern)).all(1).sum())
+    return counts
+
+
+@torch.no_grad()
+def representation(model, x: torch.Tensor) -> torch.Tensor:
+    """The complete code of a semi-supervised model: the posterior-mean style z followed by the
+    predicted label(s) as numbers, ``[B, Dz + K]`` — the input of the disentanglement metrics.
+
+    Works for :class:`MultiLabelSSVAE` and for the single-label ``SSVAE`` (K = 1)."""
+    logits = model.classify(x)
+    if isinstance(logits, torch.Tensor):                 # single-label SSVAE: one [B, C] tensor
+        predicted = logits.argmax(-1)
+        z = model.infer_style(x, predicted)
+        predicted = predicted[:, None]
+    else:                                                # MultiLabelSSVAE: K tensors [B, n_k]
+        predicted = torch.stack([l.argmax(-1) for l in logits], -1)
+        z = model.infer_style(x, predicted)
+    return torch.cat([z, predicted.to(z.dtype)], dim=-1)
+
+
+# ================================================================================================
+# training on the shapes data
+# ================================================================================================
+@dataclass
+class MultiLabelConfig:
+    """A small training run on the shapes data with a random observation mask."""
+
+    label_factors: tuple[str, ...] = ("shape", "scale")
+    observe_prob: float = 0.1       # p: each label of each image observed independently with prob. p
+    alpha: float = 50.0             # weight of α log q(y_k|x) for every observed label
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    n_samples: int = 1
+    hidden_dim: int = 256
+    style_dim: int = 10
+    max_train: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        from .shapes import FACTOR_NAMES
+        self.label_factors = tuple(self.label_factors)
+        if not self.label_factors or any(f not in FACTOR_NAMES for f in self.label_factors) \
+                or len(set(self.label_factors)) != len(self.label_factors):
+            raise ValueError(f"MultiLabelConfig: label_factors must be distinct names from {FACTOR_NAMES}, "
+                             f"got {self.label_factors!r}")
+        if not 0.0 <= self.observe_prob <= 1.0:
+            raise ValueError(f"MultiLabelConfig: observe_prob must lie in [0, 1], got {self.observe_prob}")
+        _check_alpha(self.alpha)
+        if self.lr <= 0:
+            raise ValueError(f"MultiLabelConfig: lr must be > 0, got {self.lr}")
+        for name in ("epochs", "batch_size", "n_samples", "hidden_dim", "style_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"MultiLabelConfig: {name} must be a positive integer, got {getattr(self, name)}")
+        if self.max_train is not None and self.max_train < 1:
+            raise ValueError(f"MultiLabelConfig: max_train must be >= 1 or None, got {self.max_train}")
+
+
+@dataclass
+class MultiLabelResult:
+    config: MultiLabelConfig
+    model: MultiLabelSSVAE
+    observed: torch.Tensor                 # the training mask [N, K]
+    history: list = field(default_factory=list)
+
+    def final(self, key: str) -> float:
+        return self.history[-1][key] if self.history else float("nan")
+
+
+def shapes_labels(dataset: data_mod.Dataset, label_factors, split: str = "train") -> torch.Tensor:
+    """The named factors of the shapes data as int64 labels ``[N, K]``."""
+    if dataset.factor_names is None:
+        raise ValueError(f"dataset {dataset.name!r} has no generative factors")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    columns = [dataset.factor_names.index(name) for name in label_factors]
+    return torch.as_tensor(getattr(dataset, f"factors_{split}")[:, columns], dtype=torch.int64)
+
+
+@torch.no_grad()
+def evaluate_multilabel(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, names,
+                        generator: torch.Generator | None = None, batch_size: int = 1000) -> dict:
+    """Accuracy of argmax q(y_k|x) for each label (keyed ``accuracy_<name>``) and the mean unsupervised
+    bound (all labels missing: Eq. 9 over the joint label), ``elbo``, in nats per image."""
+    model.eval()
+    correct, elbo = torch.zeros(model.n_labels), 0.0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], labels[start:start + batch_size]
+        correct += (model.predict(xb) == yb).sum(0).cpu().float()
+        missing = torch.zeros_like(yb, dtype=torch.bool)
+        elbo += float(masked_bound(model, xb, yb, missing, 0.0, generator=generator).sum())
+    model.train()
+    return {**{f"accuracy_{name}": float(c) / len(x) for name, c in zip(names, correct)},
+            "elbo": elbo / len(x)}
+
+
+def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None = None,
+                     device: str = "cpu") -> MultiLabelResult:
+    """Train a :class:`MultiLabelSSVAE` on the shapes data: the training images are fixed, each label
+    of each image is observed with probability ``observe_prob`` (:func:`observation_mask`, drawn once),
+    and every step maximises the mean :func:`masked_bound` of a shuffled batch (Adam). Fast mode
+    (``SSVAE_FAST``): at most 2 epochs and 1,500 training images. Same seed, same result on the CPU."""
+    if settings.FAST:
+        cap = 1500 if config.max_train is None else min(config.max_train, 1500)
+        config = dataclasses.replace(config, epochs=min(config.epochs, 2), max_train=cap)
+    ds = dataset if dataset is not None else data_mod.load_dataset("shapes")
+    x, labels = ds.x_train, shapes_labels(ds, config.label_factors, "train")
+    if config.max_train is not None and config.max_train < len(x):
+        keep = torch.as_tensor(np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.max_train]))
+        x, labels = x[keep], labels[keep]
+    x_test, labels_test = ds.x_test, shapes_labels(ds, config.label_factors, "test")
+    device = torch.device(device)
+    x, labels, x_test, labels_test = x.to(device), labels.to(device), x_test.to(device), labels_test.to(device)
+    observed = observation_mask(len(x), len(config.label_factors), config.observe_prob, config.seed).to(device)
+
+    from .shapes import FACTOR_NAMES, FACTOR_SIZES
+    sizes = [FACTOR_SIZES[FACTOR_NAMES.index(name)] for name in config.label_factors]
+    torch.manual_seed(config.seed)
+    model = MultiLabelSSVAE(input_dim=x.shape[1], hidden_dim=config.hidden_dim, label_sizes=sizes,
+                            style_dim=config.style_dim).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    eval_generator = torch.Generator(device=device)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 23]))
+    result = MultiLabelResult(config, model, observed.cpu())
+    for epoch in range(1, config.epochs + 1):
+        started, total, count = time.perf_counter(), 0.0, 0
+        for idx in torch.as_tensor(rng.permutation(len(x)), device=device).split(config.batch_size):
+            bound = masked_bound(model, x[idx], labels[idx], observed[idx], config.alpha,
+                                 n_samples=config.n_samples, generator=generator)
+            loss = -bound.mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}: {float(loss)}")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total, count = total + float(loss.detach()), count + 1
+        eval_generator.manual_seed(config.seed + 1_000_003)
+        scores = evaluate_multilabel(model, x_test, labels_test, config.label_factors, eval_generator)
+        result.history.append({"epoch": epoch, "train_loss": total / count,
+                               **{f"test_{k}": v for k, v in scores.items()},
+                               "seconds": time.perf_counter() - started})
+    model.eval()
+    return result

@@ -1,0 +1,827 @@
+"""Grids of training runs — the seminar thesis's §5 sweeps and the paper's accuracy table — trained many
+runs at once, resumable, one JSON record per run plus an aggregated CSV.
+
+**Grid** (:class:`GridSpec`): axes α × corruption rate × M × protocol × objective × seed, plus fixed
+:class:`~ssvae_lib.train.TrainConfig` overrides; :meth:`GridSpec.configs` expands it. Named presets:
+``thesis-alpha`` (thesis Fig. 2), ``thesis-noise`` (Fig. 3), ``paper-table`` (the paper's M = 100 / 600
+/ 1000 / 3000 table), each with a ``-fast`` variant that runs in seconds on a CPU. A *protocol* names a
+labelling and a corruption protocol together: ``"thesis"`` = the thesis's batch-keyed labels with labels
+re-corrupted every epoch, ``"corrected"`` = a fixed labelled set with fixed noisy labels.
+
+**Many runs at once** (:func:`train_runs`): runs that share the architecture, the data pool and the batch
+shapes are stacked into one :class:`StackedSSVAE` whose parameters carry a leading run dimension, so
+every layer is one batched matrix multiply. The objectives of ``objectives.py`` are reused unchanged:
+the stacked model folds the runs into the batch dimension. Each run keeps everything that makes it
+itself — its initialisation (``torch.manual_seed(seed)`` as in :func:`~ssvae_lib.train.train`), its
+pool, labelled set, corrupted labels and batch order (``train._batches`` with its own ``rng``), its own
+noise stream (eps / Gumbel drawn from its own generator with the shapes and order of the sequential
+step, then stacked), its α and γ (per-run tensors; Eq. 8 and Eq. 20 are affine in α) and its Adam
+state (Adam is elementwise, so one Adam over stacked parameters is R independent Adams). The result
+equals training the runs one by one with :func:`~ssvae_lib.train.train` up to float rounding.
+
+The thesis's batch-keyed labelling makes a step supervised for some runs and unsupervised for others:
+each step evaluates L_U on the subset of runs whose batch is unlabelled and L_S on the subset whose
+batch is labelled (:meth:`StackedSSVAE.subset`), so no run computes a term it does not use. Evaluation
+(accuracy, ELBO, IWAE log p(x)) runs per run with :func:`~ssvae_lib.train.evaluate`, exactly as the
+sequential trainer does.
+
+**Results** (:func:`run_sweep`): ``OUT/runs/<key>.json`` per finished run, keyed by a hash of its
+(effective) config; finished runs are skipped, so an interrupted sweep resumes and loses at most the
+runs in flight. ``OUT/grids/<name>.json`` lists each grid's keys and ``OUT/results.csv`` has one row per
+run: final test accuracy, ELBO, IWAE log p(x) and the label-leakage scores of ``metrics.leakage_scores``
+on the posterior-mean z of the test set.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as data_mod
+from . import objectives, settings
+from . import train as train_mod
+from .models import SSVAE
+from .train import TrainConfig
+
+try:  # the label-leakage scores of the metrics module (thesis §5 "β-VAE", "FactorVAE", "MIG")
+    from .metrics import leakage_scores
+except ImportError:  # pragma: no cover - only while metrics.py lacks it
+    leakage_scores = None
+
+RECORD_FORMAT = "ssvae_lib.sweep-run/1"
+PROTOCOLS = {"thesis": ("thesis", "per_epoch"), "corrected": ("fixed", "fixed")}
+# TrainConfig fields that a grid sets through its axes; they may not appear among the overrides.
+AXIS_FIELDS = ("alpha", "corruption_rate", "n_labelled", "labelling", "corruption_protocol", "objective",
+               "seed", "epochs", "dataset")
+# TrainConfig fields that may differ between runs trained together in one stacked model.
+PER_RUN_FIELDS = ("seed", "n_labelled", "alpha", "gamma", "corruption_rate", "corruption_protocol")
+EVAL_SEED_OFFSET = 1_000_003     # train.train seeds its evaluation generator with seed + this
+CPU_MAX_RUNS = 8                 # runs per stacked model on a CPU (benchmarks/sweep_throughput.py)
+CPU_MEMORY_BUDGET = 2 << 30      # bytes a chunk may use on a CPU
+GPU_MEMORY_FRACTION = 0.6        # share of the free GPU memory a chunk may use
+
+
+# ==========================================================================================
+# grid specification
+# ==========================================================================================
+def protocol_name(labelling: str, corruption_protocol: str) -> str:
+    """"thesis" / "corrected" for the two named pairs, else "labelling/corruption_protocol"."""
+    for name, pair in PROTOCOLS.items():
+        if pair == (labelling, corruption_protocol):
+            return name
+    return f"{labelling}/{corruption_protocol}"
+
+
+def parse_protocol(name: str) -> tuple[str, str]:
+    """(labelling, corruption_protocol) of a protocol name: "thesis", "corrected" or "LABELLING/CORRUPTION"."""
+    if name in PROTOCOLS:
+        return PROTOCOLS[name]
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] not in train_mod.LABELLINGS \
+            or parts[1] not in train_mod.CORRUPTION_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)} or 'LABELLING/CORRUPTION' with "
+                         f"LABELLING in {train_mod.LABELLINGS} and CORRUPTION in "
+                         f"{train_mod.CORRUPTION_PROTOCOLS}, got {name!r}")
+    return parts[0], parts[1]
+
+
+_DEFAULT = TrainConfig()
+
+
+def _tuple(value) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return (value,)
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A grid of runs: the product of the axes, every run with the ``overrides`` (other TrainConfig
+    fields). ``n_labelled`` entries may be None (every training image labelled)."""
+
+    name: str = "custom"
+    alphas: tuple = (_DEFAULT.alpha,)
+    corruption_rates: tuple = (0.0,)
+    n_labelled: tuple = (_DEFAULT.n_labelled,)
+    protocols: tuple = ("corrected",)
+    objectives: tuple = (_DEFAULT.objective,)
+    seeds: tuple = (0,)
+    epochs: int = _DEFAULT.epochs
+    dataset: str = _DEFAULT.dataset
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for axis in ("alphas", "corruption_rates", "n_labelled", "protocols", "objectives", "seeds"):
+            values = _tuple(getattr(self, axis))
+            if not values:
+                raise ValueError(f"GridSpec: axis {axis} is empty; give at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"GridSpec: axis {axis} repeats a value: {list(values)}")
+            object.__setattr__(self, axis, values)
+        for name in self.protocols:
+            parse_protocol(name)
+        if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):
+            raise ValueError(f"GridSpec: name must be a plain word usable as a file name, got {self.name!r}")
+        overrides = dict(self.overrides)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"GridSpec: unknown TrainConfig fields in overrides: {unknown}")
+        clash = sorted(set(overrides) & set(AXIS_FIELDS))
+        if clash:
+            raise ValueError(f"GridSpec: overrides {clash} are grid axes; set them with the axes "
+                             "(alphas, corruption_rates, n_labelled, protocols, objectives, seeds, epochs, dataset)")
+        object.__setattr__(self, "overrides", overrides)
+        self.configs()  # validates every combination now, with TrainConfig's messages
+
+    def configs(self) -> list[TrainConfig]:
+        """One TrainConfig per grid point, in the order protocol, objective, M, corruption, α, seed."""
+        out = []
+        for protocol, objective, m, rate, alpha, seed in itertools.product(
+                self.protocols, self.objectives, self.n_labelled, self.corruption_rates, self.alphas, self.seeds):
+            labelling, corruption_protocol = parse_protocol(protocol)
+            out.append(TrainConfig(**{**self.overrides, "dataset": self.dataset, "epochs": self.epochs,
+                                      "objective": objective, "n_labelled": m, "corruption_rate": float(rate),
+                                      "alpha": float(alpha), "seed": int(seed), "labelling": labelling,
+                                      "corruption_protocol": corruption_protocol}))
+        return out
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GridSpec":
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"GridSpec: unknown keys {unknown}; allowed: "
+                             f"{[f.name for f in dataclasses.fields(cls)]}")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "GridSpec":
+        """Read a grid from a ``.json`` or ``.toml`` file whose keys are the GridSpec fields."""
+        path = Path(path)
+        if path.suffix == ".json":
+            values = json.loads(path.read_text())
+        elif path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ValueError(f"{path}: reading TOML needs Python >= 3.11; write the grid as JSON") from None
+            values = tomllib.loads(path.read_text())
+        else:
+            raise ValueError(f"{path}: grid files must end in .json or .toml")
+        if "n_labelled" in values:  # TOML has no null: "all" means every image labelled
+            values["n_labelled"] = [None if v in ("all", "none", None) else v for v in _tuple(values["n_labelled"])]
+        return cls.from_dict(values)
+
+
+THESIS_ALPHAS = (0.1, 0.5, 1.0, 10.0, 25.0, 50.0, 75.0, 100.0)       # thesis §5.2
+THESIS_CORRUPTION_RATES = (0.0, 0.01, 0.1, 0.2, 0.5, 1.0)             # thesis §5.3
+PAPER_N_LABELLED = (100, 600, 1000, 3000)                             # the paper's table, thesis §5
+# Fast variants: scikit-learn's 8x8 digits (always offline), a small network, two epochs.
+_FAST = dict(dataset="digits", epochs=2, seeds=(0, 1), n_labelled=(50, 200),
+             overrides=dict(hidden_dim=64, iwae_samples=4, iwae_examples=100))
+
+PRESETS: dict[str, GridSpec] = {
+    # The thesis's protocol (batch-keyed labels, per-epoch corruption) with its objective and sizes.
+    "thesis-alpha": GridSpec("thesis-alpha", alphas=THESIS_ALPHAS, n_labelled=PAPER_N_LABELLED,
+                             protocols=("thesis",), objectives=("ssvae",), seeds=tuple(range(10)), epochs=40),
+    "thesis-noise": GridSpec("thesis-noise", corruption_rates=THESIS_CORRUPTION_RATES,
+                             n_labelled=PAPER_N_LABELLED, protocols=("thesis",), objectives=("ssvae",),
+                             seeds=tuple(range(10)), epochs=40),
+    # The paper's table with the library's default (validated) settings, both objectives.
+    "paper-table": GridSpec("paper-table", n_labelled=PAPER_N_LABELLED, protocols=("corrected",),
+                            objectives=("ssvae", "m2"), seeds=tuple(range(5)), epochs=40),
+    "thesis-alpha-fast": GridSpec("thesis-alpha-fast", alphas=(0.1, 10.0, 100.0), protocols=("thesis",),
+                                  objectives=("ssvae",), **_FAST),
+    "thesis-noise-fast": GridSpec("thesis-noise-fast", corruption_rates=(0.0, 0.2, 1.0), protocols=("thesis",),
+                                  objectives=("ssvae",), **_FAST),
+    "paper-table-fast": GridSpec("paper-table-fast", protocols=("corrected",), objectives=("ssvae", "m2"),
+                                 **_FAST),
+}
+
+
+def preset(name: str, fast: bool = False) -> GridSpec:
+    """The named grid; ``fast=True`` picks its ``-fast`` variant."""
+    if fast and not name.endswith("-fast"):
+        name = name + "-fast"
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ==========================================================================================
+# the stacked model
+# ==========================================================================================
+class StackedLinear(nn.Module):
+    """R independent ``nn.Linear`` layers: ``weight [R, out, in]``, ``bias [R, out]`` (or None).
+
+    Input and output are *run-first*: ``[R, ..., in] -> [R, ..., out]``; an input with a leading 1 is
+    shared by every run (broadcast). ``runs`` (index tensor) applies only the selected runs' layers.
+    """
+
+    def __init__(self, layers: Sequence[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]).clone())
+        has_bias = layers[0].bias is not None
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]).clone()) if has_bias else None
+
+    def forward(self, t: torch.Tensor, runs: torch.Tensor | None = None) -> torch.Tensor:
+        weight = self.weight if runs is None else self.weight[runs]
+        flat = t.reshape(t.shape[0], -1, t.shape[-1])                       # [R|1, M, in]
+        out = torch.matmul(flat, weight.transpose(1, 2))                    # [R, M, out]
+        if self.bias is not None:
+            out = out + (self.bias if runs is None else self.bias[runs])[:, None, :]
+        return out.reshape(weight.shape[0], *t.shape[1:-1], weight.shape[1])
+
+
+class StackedSSVAE(nn.Module):
+    """R :class:`~ssvae_lib.models.SSVAE` models of one architecture as one module (parameters stacked
+    along a leading run dimension), with the model interface that ``objectives.py`` expects.
+
+    Layout: runs are folded into the batch dimension. Images are ``x [R·b, D]`` (run r owns rows
+    r·b … r·b+b−1); ``y_onehot`` and ``z`` carry the same leading dimensions as for one SSVAE and a batch
+    dimension of R·b, or of 1 when shared by all runs; every output has batch dimension R·b. Inside,
+    tensors are moved to run-first ``[R, ..., b, F]`` so each layer is one batched matrix multiply.
+    """
+
+    onehot = SSVAE.onehot
+    log_prior_y = SSVAE.log_prior_y
+    _gaussian = SSVAE._gaussian
+
+    def __init__(self, models: Sequence[SSVAE]):
+        super().__init__()
+        if not models:
+            raise ValueError("StackedSSVAE needs at least one model")
+        first = models[0]
+        for m in models[1:]:
+            if m.config() != first.config():
+                raise ValueError(f"StackedSSVAE: models differ in architecture: {m.config()} vs {first.config()}")
+        self.input_dim, self.hidden_dim = first.input_dim, first.hidden_dim
+        self.n_classes, self.style_dim, self.order = first.n_classes, first.style_dim, first.order
+        self.log_sigma_range = first.log_sigma_range
+        self.n_runs = len(models)
+        self._layers = [name for name, _ in first.named_children()]
+        for name in self._layers:
+            setattr(self, name, StackedLinear([getattr(m, name) for m in models]))
+        self._runs = None
+
+    # -- runs -----------------------------------------------------------------------------------
+    def subset(self, runs: Sequence[int]) -> "StackedSSVAE":
+        """A view on the selected runs (sharing parameters, so gradients reach the stacked tensors)."""
+        runs = [int(r) for r in runs]
+        if runs == list(range(self.n_runs)) and self._runs is None:
+            return self
+        if self._runs is not None:
+            raise ValueError("subset() of a subset is not supported; select from the full stack")
+        view = copy.copy(self)
+        view._runs = torch.as_tensor(runs, device=self.decoder_out.weight.device)
+        view.n_runs = len(runs)
+        return view
+
+    def run_state_dict(self, run: int) -> dict:
+        """The state dict of run ``run`` as a plain SSVAE has it (``load_state_dict`` ready)."""
+        return {f"{name}.{p}": getattr(getattr(self, name), p)[run].detach().clone()
+                for name in self._layers for p in ("weight", "bias")
+                if getattr(getattr(self, name), p) is not None}
+
+    def config(self) -> dict:
+        return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, n_classes=self.n_classes,
+                    style_dim=self.style_dim, order=self.order, log_sigma_range=list(self.log_sigma_range))
+
+    # -- layout helpers -------------------------------------------------------------------------
+    def _run_first(self, t: torch.Tensor) -> torch.Tensor:
+        """Folded ``[..., n, F]`` -> run-first ``[R, ..., b, F]`` (n = R·b), or ``[1, ..., 1, F]`` when n = 1."""
+        n = t.shape[-2]
+        if n == 1 and self.n_runs > 1:
+            return t.unsqueeze(0)
+        if n % self.n_runs:
+            raise ValueError(f"batch dimension {n} is not a multiple of the {self.n_runs} stacked runs")
+        t = t.reshape(*t.shape[:-2], self.n_runs, n // self.n_runs, t.shape[-1])
+        return t.movedim(-3, 0)
+
+    @staticmethod
+    def _folded(t: torch.Tensor) -> torch.Tensor:
+        """Run-first ``[R, ..., b, F]`` -> folded ``[..., R·b, F]``."""
+        t = t.movedim(0, -3)
+        return t.reshape(*t.shape[:-3], t.shape[-3] * t.shape[-2], t.shape[-1])
+
+    @staticmethod
+    def _align(t: torch.Tensor, ndim: int) -> torch.Tensor:
+        """Insert singleton dimensions after the run dimension until ``t`` has ``ndim`` dimensions."""
+        return t.reshape(t.shape[0], *([1] * (ndim - t.dim())), *t.shape[1:])
+
+    def _layer(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name)(t, self._runs)
+
+    def _sum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ndim = max(a.dim(), b.dim())
+        return self._align(a, ndim) + self._align(b, ndim)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[-1] != self.input_dim:
+            raise ValueError(f"expected inputs [R·b, {self.input_dim}], got shape {tuple(x.shape)}")
+        return F.relu(self._layer("hidden", self._run_first(x)))                  # [R, b, H]
+
+    def _decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        label = self._layer("decoder_in_label", self._run_first(self.onehot(y)))
+        style = self._layer("decoder_in_style", self._run_first(z))
+        return self._layer("decoder_out", F.relu(self._sum(label, style)))         # [R, ..., b, D]
+
+    # -- the SSVAE interface (see models.SSVAE) ---------------------------------------------------
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._features(x)
+        logits = self._layer("label_head", h)
+        if self.order == "style_first":
+            mu, _ = self._gaussian(self._layer("style_head", h))
+            logits = logits + self._layer("label_from_style", mu)
+        return self._folded(logits)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order != "label_first":
+            raise ValueError("encode(x, y) is q(z|x,y) of the label_first order")
+        h = self._layer("style_head", self._features(x))
+        params = self._sum(h, self._layer("style_from_label", self._run_first(self.onehot(y))))
+        mu, log_sigma = self._gaussian(params)
+        return self._folded(mu), self._folded(log_sigma)
+
+    def encode_marginal(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order != "style_first":
+            raise ValueError("encode_marginal(x) is q(z|x) of the style_first order")
+        mu, log_sigma = self._gaussian(self._layer("style_head", self._features(x)))
+        return self._folded(mu), self._folded(log_sigma)
+
+    def classify_style(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.order != "style_first":
+            raise ValueError("classify_style(x, z) exists only for the style_first order")
+        logits = self._sum(self._layer("label_head", self._features(x)),
+                           self._layer("label_from_style", self._run_first(z)))
+        return self._folded(logits)
+
+    def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self._folded(self._decode(y, z))
+
+    def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|y,z) summed over pixels, as SSVAE.log_likelihood, computed run-first."""
+        logits = self._decode(y, z)
+        x = self._align(self._run_first(x), logits.dim())
+        per_image = (x * logits - F.softplus(logits)).sum(-1)                    # [R, ..., b]
+        return self._folded(per_image.unsqueeze(-1)).squeeze(-1)
+
+
+# ==========================================================================================
+# one step of many runs
+# ==========================================================================================
+def _normal(shape, generator):
+    """Standard normal noise drawn exactly as objectives draws it (on the generator's device)."""
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+
+
+def draw_step_noise(config: TrainConfig, order: str, style_dim: int, n_classes: int,
+                    n_unlabelled: int | None, n_labelled: int | None, generator: torch.Generator) -> dict:
+    """The noise one training step of :func:`~ssvae_lib.train.train` draws from its generator, with the
+    same shapes and in the same order (``train.step_loss``: unsupervised term first, then supervised):
+
+    * unsupervised, ``"m2"`` (enumeration): eps ``[1, B, Dz]``;
+    * unsupervised, ``"ssvae"`` (concrete): label_first gumbel ``[1, B, C]`` then eps; style_first eps then
+      gumbel;
+    * supervised (Eq. 8 or Eq. 20 with the default proposal): eps ``[S, B_l, Dz]``.
+    """
+    noise = {}
+    if n_unlabelled is not None:
+        eps_shape, gumbel_shape = (1, n_unlabelled, style_dim), (1, n_unlabelled, n_classes)
+        if config.objective == "m2":
+            noise["u_eps"] = _normal(eps_shape, generator)
+        elif order == "label_first":
+            noise["u_gumbel"] = objectives.standard_gumbel(gumbel_shape, generator=generator)
+            noise["u_eps"] = _normal(eps_shape, generator)
+        else:
+            noise["u_eps"] = _normal(eps_shape, generator)
+            noise["u_gumbel"] = objectives.standard_gumbel(gumbel_shape, generator=generator)
+    if n_labelled is not None:
+        noise["l_eps"] = _normal((config.n_samples, n_labelled, style_dim), generator)
+    return noise
+
+
+def supervised_bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
+                      eps: torch.Tensor) -> torch.Tensor:
+    """L_S(x, y) per example with a per-example α (``alpha [B]``): Eq. 8 (``"m2"``) and Eq. 20
+    (``"ssvae"``) are affine in α, L_S(α) = L_S(0) + α·d, with d = log q(y|x) for Eq. 8 and
+    d = (1/S) Σ_s log w^s (Eq. 19) for Eq. 20; the same value as ``objectives.supervised_bound``."""
+    if config.objective == "m2":
+        base = objectives.supervised_bound(model, x, y, 0.0, estimator="m2", n_samples=config.n_samples, eps=eps)
+        slope = torch.log_softmax(model.classify(x), -1).gather(-1, y[:, None]).squeeze(-1)
+        return base + alpha * slope
+    terms = objectives.supervised_is_terms(model, x, y, n_samples=config.n_samples, eps=eps)
+    base = objectives.supervised_is_estimator(*terms, 0.0, dim=0)
+    slope = objectives.log_q_y_lower_bound(objectives.supervised_log_weights(terms[1], terms[2]), dim=0)
+    return base + alpha * slope
+
+
+def _cat(noises: list[dict], name: str) -> torch.Tensor | None:
+    parts = [n[name] for n in noises if name in n]
+    return torch.cat(parts, dim=1) if parts else None
+
+
+# ==========================================================================================
+# training many runs at once
+# ==========================================================================================
+@dataclass
+class RunOutcome:
+    """One finished run of :func:`train_runs`."""
+
+    config: TrainConfig
+    history: list
+    model: SSVAE
+    scores: dict | None = None
+    error: str | None = None
+    dataset_name: str = ""
+    provenance: str = ""
+
+
+def stack_key(config: TrainConfig) -> tuple:
+    """Runs with equal keys can share one stacked model: everything but the per-run fields must agree,
+    and (fixed labelling) the labelled batch shape min(labelled_batch_size, M)."""
+    rest = {k: v for k, v in config.to_dict().items() if k not in PER_RUN_FIELDS}
+    per_step = None
+    if config.labelling == "fixed":
+        per_step = config.labelled_batch_size if config.n_labelled is None \
+            else min(config.labelled_batch_size, config.n_labelled)
+    return tuple(sorted(rest.items())) + (("labelled_per_step", per_step),)
+
+
+def _index_dataset(ds: data_mod.Dataset) -> data_mod.Dataset:
+    """The same dataset with each image replaced by its row number, so that ``train.prepare_data``
+    (pool cap, validation split, labelled set: all per seed) returns row indices instead of copies."""
+    rows = lambda n: torch.arange(n, dtype=torch.float32)[:, None]  # noqa: E731  (exact below 2**24)
+    return dataclasses.replace(ds, x_train=rows(ds.n_train), x_test=rows(ds.n_test), image_shape=(1,),
+                               factors_train=None, factors_test=None)
+
+
+def _posterior_scores(model: SSVAE, x: torch.Tensor, y: torch.Tensor) -> dict | None:
+    """``metrics.leakage_scores`` of the posterior-mean z (``model.infer_style``) against the labels."""
+    if leakage_scores is None:
+        return None
+    z = torch.cat([model.infer_style(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    return {k: float(v) for k, v in leakage_scores(z.cpu(), y.cpu()).items()}
+
+
+@dataclass
+class _Chunk:
+    """What the runs of one stacked model need, per run: pool rows (dataset row of each pool image),
+    evaluation images and labels, the prepared data for ``train._batches``."""
+
+    preps: list
+    pool_rows: list
+    evals: list
+    x_train: torch.Tensor
+
+
+def _prepare_chunk(configs: Sequence[TrainConfig], ds: data_mod.Dataset, device: torch.device) -> _Chunk:
+    index_ds = _index_dataset(ds)
+    preps = [train_mod.prepare_data(c, index_ds) for c in configs]
+    x_train, x_test = ds.x_train.to(device), ds.x_test.to(device)
+    evals = [((x_train if p.eval_split == "validation" else x_test)[p.x_eval[:, 0].long().to(device)],
+              p.y_eval.to(device)) for p in preps]
+    return _Chunk(preps, [p.x_pool[:, 0].long() for p in preps], evals, x_train)
+
+
+def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generators, alpha, gamma) -> torch.Tensor:
+    """Every run's ``train.step_loss`` (the negative Eq. 10 minibatch estimate divided by its batch size)
+    for one step, ``[R]``. ``per_run``: each run's ``(unlabelled idx, labelled idx, labels)`` from
+    ``train._batches``; L_U is evaluated on the runs with an unlabelled batch, L_S on those with a
+    labelled batch (with the thesis's labelling a run has one or the other)."""
+    first, device = configs[0], alpha.device
+    noises = [draw_step_noise(c, stacked.order, stacked.style_dim, stacked.n_classes,
+                              None if u is None else len(u), None if l is None else len(l), g)
+              for c, (u, l, _), g in zip(configs, per_run, generators)]
+    batch = torch.tensor([len(u) if u is not None else len(l) for u, l, _ in per_run], device=device)
+    losses = torch.zeros(len(configs), device=device)
+    unlab = [r for r, (u, _, _) in enumerate(per_run) if u is not None]
+    if unlab:
+        rows = torch.stack([chunk.pool_rows[r][per_run[r][0]] for r in unlab]).to(device)
+        bound = objectives.unsupervised_bound(
+            stacked.subset(unlab), chunk.x_train[rows.reshape(-1)],
+            method="enumerate" if first.objective == "m2" else "concrete", temperature=first.temperature,
+            eps=_cat([noises[r] for r in unlab], "u_eps"), gumbel=_cat([noises[r] for r in unlab], "u_gumbel"))
+        index = torch.as_tensor(unlab, device=device)
+        losses = losses.index_add(0, index, -bound.view(len(unlab), -1).sum(1) / batch[index])
+    lab = [r for r, (_, l, _) in enumerate(per_run) if l is not None]
+    if lab:
+        rows = torch.stack([chunk.pool_rows[r][per_run[r][1]] for r in lab]).to(device)
+        y = torch.stack([per_run[r][2] for r in lab]).to(device)
+        index = torch.as_tensor(lab, device=device)
+        bound = supervised_bounds(stacked.subset(lab), first, chunk.x_train[rows.reshape(-1)], y.reshape(-1),
+                                  alpha[index].repeat_interleave(y.shape[1]), _cat([noises[r] for r in lab], "l_eps"))
+        losses = losses.index_add(0, index, -gamma[index] * bound.view(len(lab), -1).sum(1) / batch[index])
+    return losses
+
+
+def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | None = None,
+               scores: bool = True, progress: bool = True) -> list[RunOutcome]:
+    """Train the runs of ``configs`` at once in one :class:`StackedSSVAE` (they must share
+    :func:`stack_key`); each outcome matches ``train.train(config)`` up to float rounding.
+
+    A run whose loss becomes non-finite is stopped (``error`` says where; its history ends with its last
+    complete epoch) while the others go on. ``scores``: label-leakage scores of each finished run.
+    """
+    configs = [train_mod.fast_mode(c) for c in configs]
+    if not configs:
+        return []
+    first = configs[0]
+    if any(stack_key(c) != stack_key(first) for c in configs):
+        raise ValueError("train_runs: these configs cannot share a stacked model (they differ in more than "
+                         f"{PER_RUN_FIELDS}); group them with stack_key() or use run_sweep()")
+    device = train_mod.resolve_device(first.device)
+    ds = dataset if dataset is not None else data_mod.load_dataset(first.dataset, root=first.data_root)
+    chunk = _prepare_chunk(configs, ds, device)
+    models = []
+    for c in configs:  # the initialisation of train.train, run by run
+        torch.manual_seed(c.seed)
+        models.append(train_mod.build_model(c, ds.input_dim, ds.n_classes).to(device))
+    stacked = StackedSSVAE(models)
+    optimiser = torch.optim.Adam(stacked.parameters(), lr=first.lr)
+    generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
+    eval_generator = torch.Generator(device=device)
+    rngs = [np.random.default_rng(np.random.SeedSequence([c.seed, 11])) for c in configs]
+    alpha = torch.tensor([c.alpha for c in configs], device=device)
+    gamma = torch.tensor([c.gamma for c in configs], device=device)
+    histories, errors, step = [[] for _ in configs], [None] * len(configs), 0
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=first.epochs, disable=not progress, desc=f"{len(configs)} runs", unit="epoch", leave=False)
+    try:
+        for epoch in range(1, first.epochs + 1):
+            started, totals, count = time.perf_counter(), torch.zeros(len(configs), dtype=torch.float64), 0
+            batches = [train_mod._batches(c, p, epoch, rng) for c, p, rng in zip(configs, chunk.preps, rngs)]
+            for per_run in zip(*batches, strict=True):
+                step += 1
+                losses = _step_losses(stacked, configs, chunk, per_run, generators, alpha, gamma)
+                finite = torch.isfinite(losses)
+                values = losses.detach().cpu().double()
+                for r in torch.nonzero(~finite.cpu()).flatten().tolist():
+                    if errors[r] is None:
+                        errors[r] = f"non-finite loss at epoch {epoch}, step {step}: {values[r].item()}; run stopped"
+                optimiser.zero_grad(set_to_none=True)
+                torch.where(finite, losses, torch.zeros_like(losses)).sum().backward()
+                optimiser.step()
+                totals, count = totals + values, count + 1
+            train_seconds = time.perf_counter() - started
+            for r, (c, p) in enumerate(zip(configs, chunk.preps)):
+                if errors[r] is not None:
+                    continue
+                models[r].load_state_dict(stacked.run_state_dict(r))
+                eval_generator.manual_seed(c.seed + EVAL_SEED_OFFSET)   # as train.train does each epoch
+                result = train_mod.evaluate(models[r], *chunk.evals[r], iwae_samples=c.iwae_samples,
+                                            iwae_examples=c.iwae_examples, generator=eval_generator)
+                histories[r].append({"epoch": epoch, "step": step, "train_loss": float(totals[r]) / max(count, 1),
+                                     **{f"{p.eval_split}_{k}": v for k, v in result.items()},
+                                     "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - started})
+            bar.update(1)
+            if all(e is not None for e in errors):
+                break
+    finally:
+        bar.close()
+    outcomes = []
+    for r, c in enumerate(configs):
+        models[r].load_state_dict(stacked.run_state_dict(r))
+        models[r].eval()
+        run_scores = _posterior_scores(models[r], *chunk.evals[r]) if scores and errors[r] is None else None
+        outcomes.append(RunOutcome(c, histories[r], models[r], run_scores, errors[r], ds.name, ds.provenance))
+    return outcomes
+
+
+# ==========================================================================================
+# chunking: how many runs fit on the device
+# ==========================================================================================
+def bytes_per_run(config: TrainConfig, input_dim: int, n_classes: int) -> int:
+    """Rough upper estimate of the memory one run adds to a stacked training step (float32): parameters
+    with their gradient and two Adam moments, plus about six tensors of the decoder's largest activation
+    (logits, softplus, their product and gradients) for the unlabelled term (C enumerated classes for
+    "m2", one concrete sample for "ssvae") and the supervised term (S samples)."""
+    n_params = sum(p.numel() for p in train_mod.build_model(config, input_dim, n_classes).parameters())
+    labelled = config.batch_size if config.labelling == "thesis" else config.labelled_batch_size
+    rows = config.batch_size * (n_classes if config.objective == "m2" else 1) + labelled * config.n_samples
+    return 4 * (4 * n_params + 6 * rows * (input_dim + config.hidden_dim) + 2 * config.batch_size * input_dim)
+
+
+def runs_per_chunk(config: TrainConfig, input_dim: int, n_classes: int, device: torch.device | str,
+                   max_runs: int | None = None) -> int:
+    """How many runs of this shape to stack at once: as many as fit the device's memory budget by
+    :func:`bytes_per_run` (CUDA: ``GPU_MEMORY_FRACTION`` of the free memory; CPU: ``CPU_MEMORY_BUDGET``),
+    and at most ``max_runs`` (default: no further cap on CUDA, ``CPU_MAX_RUNS`` on a CPU, where larger
+    stacks stop paying off). Always at least one."""
+    device = torch.device(device)
+    per_run = bytes_per_run(config, input_dim, n_classes)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fit = int(GPU_MEMORY_FRACTION * free // per_run)
+    else:
+        fit = int(CPU_MEMORY_BUDGET // per_run)
+        max_runs = CPU_MAX_RUNS if max_runs is None else max_runs
+    return max(1, fit if max_runs is None else min(fit, max_runs))
+
+
+# ==========================================================================================
+# results: one JSON record per run, grid manifests, the aggregated CSV
+# ==========================================================================================
+def run_key(config: TrainConfig) -> str:
+    """16 hex digits of the SHA-256 of the config's canonical JSON: a run's identity in a results folder."""
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, payload) -> None:
+    """Atomic write: a crash never leaves a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+def outcome_record(outcome: RunOutcome, grid: str, device: str, runs_in_chunk: int, seconds: float) -> dict:
+    """The JSON record of one finished run (no weights)."""
+    return {"format": RECORD_FORMAT, "key": run_key(outcome.config), "grid": grid,
+            "status": "ok" if outcome.error is None else "failed", "error": outcome.error,
+            "config": outcome.config.to_dict(), "history": outcome.history, "scores": outcome.scores,
+            "dataset_name": outcome.dataset_name, "provenance": outcome.provenance, "device": device,
+            "runs_in_chunk": runs_in_chunk, "chunk_seconds": seconds}
+
+
+def load_records(results: str | Path) -> dict[str, dict]:
+    """Every run record under ``results/runs``, by key."""
+    records = {}
+    for path in sorted((Path(results) / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("format") != RECORD_FORMAT:
+            raise ValueError(f"{path}: not a sweep run record (expected format {RECORD_FORMAT})")
+        records[record["key"]] = record
+    return records
+
+
+def result_row(record: dict) -> dict:
+    """One flat row per run: the grid coordinates, the final evaluation (``accuracy``, ``elbo``,
+    ``log_likelihood`` on the evaluation split) and the leakage scores."""
+    c = record["config"]
+    last = record["history"][-1] if record["history"] else {}
+    split = "validation" if "validation_accuracy" in last else "test"
+    row = {"key": record["key"], "grid": record["grid"], "status": record["status"],
+           "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"], "order": c["order"],
+           "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
+           "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
+           "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
+           "epochs_done": last.get("epoch", 0), "eval_split": split}
+    for name in ("accuracy", "elbo", "log_likelihood"):
+        row[name] = last.get(f"{split}_{name}", float("nan"))
+    row["train_loss"] = last.get("train_loss", float("nan"))
+    row.update(record.get("scores") or {})
+    row["chunk_seconds"] = record.get("chunk_seconds", float("nan"))
+    row["runs_in_chunk"] = record.get("runs_in_chunk", 1)
+    return row
+
+
+def _row_order(row: dict) -> tuple:
+    """Grid coordinates first, so that the CSV reads like the grid."""
+    return (row["grid"], row["dataset"], row["protocol"], row["objective"],
+            -1 if row["n_labelled"] is None else row["n_labelled"], row["corruption_rate"], row["alpha"],
+            row["seed"], row["key"])
+
+
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """Rows (dicts) to CSV; the columns are the union of the rows' keys, in first-seen order."""
+    path = Path(path)
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "history"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def load_grids(results: str | Path) -> dict[str, list[dict]]:
+    """grid name -> its rows (:func:`result_row` plus ``"history"``), for every grid manifest under
+    ``results/grids`` (runs not finished yet are left out)."""
+    results = Path(results)
+    records = load_records(results)
+    grids = {}
+    for path in sorted((results / "grids").glob("*.json")):
+        manifest = json.loads(path.read_text())
+        rows = []
+        for key in manifest["keys"]:
+            if key in records:
+                rows.append({**result_row(records[key]), "grid": manifest["name"],
+                             "history": records[key]["history"]})
+        grids[manifest["name"]] = rows
+    return grids
+
+
+# ==========================================================================================
+# the sweep
+# ==========================================================================================
+def plan(configs: Sequence[TrainConfig]) -> list[list[TrainConfig]]:
+    """Group (effective) configs by :func:`stack_key`, keeping the grid order within each group."""
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for c in configs:
+        groups.setdefault(stack_key(c), []).append(c)
+    return list(groups.values())
+
+
+def run_sweep(spec: GridSpec, out: str | Path, *, max_runs: int | None = None, scores: bool = True,
+              progress: bool = True, device: str | None = None, datasets: dict | None = None) -> list[dict]:
+    """Train every run of ``spec`` not yet recorded under ``out``, stacked in chunks of at most
+    :func:`runs_per_chunk` runs; write ``out/runs/<key>.json`` as each chunk finishes, then
+    ``out/grids/<spec.name>.json`` and ``out/results.csv`` (every run recorded under ``out``).
+    Returns the rows (:func:`result_row`) of this grid. ``device`` overrides the configs' device;
+    ``datasets`` maps dataset names to already loaded :class:`~ssvae_lib.data.Dataset` objects."""
+    out = Path(out)
+    configs = [train_mod.fast_mode(c) for c in spec.configs()]
+    if device is not None:
+        configs = [dataclasses.replace(c, device=device) for c in configs]
+    keys = [run_key(c) for c in configs]
+    _write_json(out / "grids" / f"{spec.name}.json", {"name": spec.name, "spec": spec.to_dict(),
+                                                       "fast_mode": settings.FAST, "keys": keys})
+    done = set(load_records(out))
+    todo = [c for c, k in zip(configs, keys) if k not in done]
+    datasets = dict(datasets or {})
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), disable=not progress,
+               desc=spec.name, unit="run")
+    try:
+        for group in plan(todo):
+            first = group[0]
+            if first.dataset not in datasets:
+                datasets[first.dataset] = data_mod.load_dataset(first.dataset, root=first.data_root)
+            ds = datasets[first.dataset]
+            run_device = train_mod.resolve_device(first.device)
+            size = runs_per_chunk(first, ds.input_dim, ds.n_classes, run_device, max_runs)
+            for start in range(0, len(group), size):
+                chunk = group[start:start + size]
+                started = time.perf_counter()
+                outcomes = train_runs(chunk, dataset=ds, scores=scores, progress=progress)
+                seconds = time.perf_counter() - started
+                for outcome in outcomes:
+                    record = outcome_record(outcome, spec.name, str(run_device), len(chunk), seconds)
+                    _write_json(out / "runs" / f"{record['key']}.json", record)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        records = load_records(out)
+        write_csv(sorted((result_row(r) for r in records.values()), key=_row_order), out / "results.csv")
+    return [result_row(records[k]) for k in keys if k in records]
+
+
+# ==========================================================================================
+# command-line parsing helpers
+# ==========================================================================================
+def parse_values(text: str, kind: type = float) -> tuple:
+    """"0.1,1,10" -> (0.1, 1.0, 10.0); "all"/"none" entries become None (for M)."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"empty entry in the list {text!r}")
+        try:
+            values.append(None if part.lower() in ("all", "none") else kind(part))
+        except ValueError:
+            raise ValueError(f"{part!r} in {text!r} is not a {kind.__name__}") from None
+    return tuple(values)
+
+
+def parse_assignments(items: Sequence[str]) -> dict:
+    """["max_train=4000", "hidden_dim=128"] -> TrainConfig overrides, typed from its annotations."""
+    import typing
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in hints:
+            raise ValueError(f"--set expects FIELD=VALUE with FIELD a TrainConfig field "
+                             f"({', '.join(hints)}), got {item!r}")
+        kinds = [t for t in typing.get_args(hints[name]) if t is not type(None)] or [hints[name]]
+        if type(None) in typing.get_args(hints[name]) and text.strip().lower() in ("none", "all"):
+            out[name] = None
+        else:
+            try:
+                out[name] = kinds[0](text.strip())
+            except ValueError:
+                raise ValueError(f"--set {name}: {text!r} is not a {kinds[0].__name__}") from None
+    return out

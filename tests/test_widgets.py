@@ -1,0 +1,371 @@
+"""Widget panels driven without a browser: set controls, click buttons, check the library was called
+and the shown result changed. Tiny models on the 8x8 digits keep the file fast."""
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+
+from ssvae_lib import latent, plots, widgets
+from ssvae_lib import train as train_mod
+from ssvae_lib.data import load_dataset
+from ssvae_lib.models import SSVAE
+from ssvae_lib.train import Callback, TrainConfig
+
+SHAPE = (8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def tiny(**kw):
+    base = dict(dataset="digits", n_labelled=100, epochs=2, batch_size=64, labelled_batch_size=25,
+                hidden_dim=32, style_dim=4, n_samples=2, iwae_samples=2, iwae_examples=40,
+                max_train=600, max_test=100, alpha=10.0, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records every call of train.train made through the panel (and still trains)."""
+    calls = []
+    real = train_mod.train
+
+    def recording(config, callbacks=(), **kw):
+        calls.append(config)
+        return real(config, callbacks, **kw)
+
+    monkeypatch.setattr(widgets.train_mod, "train", recording)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SSVAE(input_dim=64, hidden_dim=16, style_dim=3).eval()
+
+
+# -- the training panel --------------------------------------------------------------------------------
+def test_controls_map_onto_the_config(digits):
+    panel = widgets.TrainingPanel(tiny(n_labelled=None), dataset=digits)
+    assert panel.n_labelled.value == "all"
+    panel.alpha.value = 25.0
+    panel.corruption_rate.value = 0.2
+    panel.corruption_protocol.value = "per_epoch"
+    panel.objective.value = "ssvae"
+    panel.labelling.value = "thesis"
+    panel.epochs.value = 7
+    panel.seed.value = 3
+    config = panel.config()
+    assert (config.alpha, config.n_labelled, config.corruption_rate, config.corruption_protocol) == \
+        (25.0, None, 0.2, "per_epoch")
+    assert (config.objective, config.labelling, config.epochs, config.seed) == ("ssvae", "thesis", 7, 3)
+    assert config.hidden_dim == 32   # fields without a widget come from the base config
+    panel.n_labelled.value = 100
+    assert panel.config().n_labelled == 100
+
+
+def test_labelled_sizes_larger_than_the_pool_are_not_offered(digits):
+    """Only sizes that train.prepare_data accepts are offered: 600 of a 600-image pool would need
+    exactly 60 images of every digit, 3000 exceed the 1,497 digits."""
+    offered = lambda config: [v for _, v in widgets.TrainingPanel(config, dataset=digits).n_labelled.options]  # noqa: E731
+    assert 600 not in offered(tiny(max_train=600))
+    assert {100, 600, 1000} <= set(offered(tiny(max_train=None))) and 3000 not in offered(tiny(max_train=None))
+    for config in (tiny(), tiny(max_train=None)):
+        for m in widgets.offered_labelled_sizes(config, digits):
+            train_mod.prepare_data(dataclasses.replace(config, n_labelled=None if m == "all" else m), digits)
+
+
+def test_alpha_slider_spans_the_thesis_range(digits):
+    panel = widgets.TrainingPanel(tiny(), dataset=digits)
+    assert (panel.alpha.base ** panel.alpha.min, panel.alpha.base ** panel.alpha.max) == \
+        pytest.approx((0.1, 100.0))
+
+
+def test_train_button_trains_in_the_background_and_shows_the_result(digits, spy):
+    panel = widgets.TrainingPanel(tiny(), dataset=digits, redraw_seconds=0.5)
+    assert "digits" in panel.info.value and "device" in panel.info.value
+    panel.alpha.value = 3.0
+    panel.train_button.click()
+    assert panel.stop_button.disabled is False or panel.result is not None
+    result = panel.wait(timeout=60)
+    assert len(spy) == 1 and spy[0].alpha == 3.0
+    assert result is panel.result and len(result.history) == 2 and not result.stopped_early
+    assert panel.history == result.history
+    assert panel.progress.value == panel.progress.max > 0
+    assert panel.plot.value[:4] == b"\x89PNG"
+    assert "accuracy" in panel.status.value and "finished" in panel.status.value
+    assert panel.train_button.disabled is False and panel.stop_button.disabled is True
+    first_plot = panel.plot.value
+    panel.epochs.value = 1
+    second = panel.train(blocking=True)       # a new run replaces the result and the plot
+    assert len(second.history) == 1 and panel.plot.value != first_plot
+
+
+def test_stop_ends_training_mid_epoch(digits):
+    """The Stop button, clicked from inside step 3 (deterministic), ends the run before the first
+    evaluation: no epoch record, and the model so far is kept."""
+    panel = widgets.TrainingPanel(tiny(epochs=3, batch_size=16), dataset=digits)
+
+    class ClickStopAtStep3(Callback):
+        every_n_steps = 3
+
+        def on_step(self, state):
+            panel.stop_button.click()
+
+    real = widgets.train_mod.train
+    widgets.train_mod.train = lambda config, callbacks=(), **kw: real(config, [*callbacks, ClickStopAtStep3()], **kw)
+    try:
+        result = panel.train(blocking=True)
+    finally:
+        widgets.train_mod.train = real
+    assert result.stopped_early and result.history == []
+    assert panel.progress.value == 3 and "stopped early" in panel.status.value
+    assert panel.progress.bar_style == "warning"
+
+
+def test_stop_from_the_main_thread_ends_a_long_run(digits):
+    panel = widgets.TrainingPanel(tiny(epochs=40, batch_size=8, max_train=None), dataset=digits)
+    panel.train()
+    deadline = threading.Event()
+    for _ in range(600):                 # wait until training has really started (<= 30 s)
+        if panel.progress.value >= 2:
+            break
+        deadline.wait(0.05)
+    panel.stop()
+    result = panel.wait(timeout=60)
+    assert result.stopped_early and len(result.history) < 40
+
+
+def test_errors_are_shown_and_reraised(digits, monkeypatch):
+    panel = widgets.TrainingPanel(tiny(), dataset=digits)
+
+    def broken(config, callbacks=(), **kw):
+        raise ValueError("n_labelled=5000 is larger than the training pool")
+
+    monkeypatch.setattr(widgets.train_mod, "train", broken)
+    panel.train_button.click()
+    with pytest.raises(ValueError, match="larger than the training pool"):
+        panel.wait(timeout=10)
+    assert "error" in panel.status.value and panel.train_button.disabled is False
+    monkeypatch.setattr(panel, "config", lambda: TrainConfig(alpha=-1.0))   # invalid controls
+    panel.train_button.click()                                               # shown, not raised
+    assert "cannot train" in panel.status.value and "alpha" in panel.status.value
+
+
+def test_a_second_train_while_running_is_refused(digits):
+    panel = widgets.TrainingPanel(tiny(epochs=40, batch_size=8, max_train=None), dataset=digits)
+    panel.train()
+    try:
+        with pytest.raises(RuntimeError, match="already training"):
+            panel.train()
+        panel.train_button.click()                     # the button says so instead of raising
+        assert "already training" in panel.status.value
+    finally:
+        panel.stop()
+        panel.wait(timeout=60)
+
+
+@hyp_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.floats(0.1, 100), st.integers(0, 10), st.floats(0, 1), st.booleans(),
+                          st.booleans(), st.booleans(), st.integers(1, 40), st.integers(0, 2**31 - 1)),
+                min_size=1, max_size=5))
+def test_any_sequence_of_control_values_gives_a_valid_config(digits, moves):
+    panel = _shared_panel(digits)
+    for alpha, m, rate, per_epoch, ssvae, thesis, epochs, seed in moves:
+        panel.alpha.value = alpha
+        panel.n_labelled.index = m % len(panel.n_labelled.options)
+        panel.corruption_rate.value = rate
+        panel.corruption_protocol.value = "per_epoch" if per_epoch else "fixed"
+        panel.objective.value = "ssvae" if ssvae else "m2"
+        panel.labelling.value = "thesis" if thesis else "fixed"
+        panel.epochs.value = epochs
+        panel.seed.value = seed
+        config = panel.config()
+        assert config.alpha == pytest.approx(alpha) and config.corruption_rate == pytest.approx(rate)
+        train_mod.prepare_data(train_mod.fast_mode(config), digits)   # the data side accepts it too
+
+
+_PANELS = {}
+
+
+def _shared_panel(digits):
+    if "training" not in _PANELS:
+        _PANELS["training"] = widgets.TrainingPanel(tiny(), dataset=digits)
+    return _PANELS["training"]
+
+
+def test_latest_scores_and_device_text():
+    assert widgets.latest_scores([]) == "no epoch finished yet"
+    record = {"epoch": 3, "validation_accuracy": 0.91234, "validation_elbo": -104.24}
+    assert widgets.latest_scores([record]) == "epoch 3: validation accuracy 0.912, validation ELBO -104.2 nats"
+    assert widgets.describe_device("cpu").startswith("cpu")
+
+
+# -- the style and interpolation panels ----------------------------------------------------------------
+def test_style_sliders_decode_through_the_library(model):
+    panel = widgets.StylePanel(model, SHAPE, y=2)
+    expected = lambda: widgets._png(latent.decode_style(model, panel.digit.value, panel.style())[None],  # noqa: E731
+                                    SHAPE, panel.scale)
+    before = panel.image.value
+    assert before == expected()
+    panel.z[1].value = 1.5
+    assert panel.style().tolist() == [0.0, 1.5, 0.0]
+    assert panel.image.value == expected() and panel.image.value != before
+    grid_before = panel.grid.value
+    panel.digit.value = 7
+    assert panel.image.value == expected() and panel.grid.value != grid_before
+    grid = latent.style_grid(model, 7, dims=(0, 1), values=panel.grid_values, base=panel.style())
+    assert panel.grid.value == widgets._png(grid, SHAPE, 2)
+    panel.grid_cols.value = 2
+    assert "z0" in panel.grid_caption.value and "z2" in panel.grid_caption.value
+    panel.grid_cols.value = 0                                        # same dims: a hint, no error
+    assert "different" in panel.grid_caption.value
+
+
+def test_style_buttons_and_copy_from_a_test_image(model, digits):
+    images = digits.x_test[:5]
+    panel = widgets.StylePanel(model, SHAPE, images=images)
+    panel.sample_button.click()
+    sampled = panel.style()
+    assert not torch.equal(sampled, torch.zeros(3))
+    panel.reset_button.click()
+    assert torch.equal(panel.style(), torch.zeros(3))
+    panel.source.value = 4
+    panel.copy_button.click()
+    x = images[4:5]
+    assert panel.digit.value == int(model.classify(x).argmax(-1))
+    z = model.infer_style(x)[0].clamp(-widgets.STYLE_RANGE, widgets.STYLE_RANGE)
+    assert torch.allclose(panel.style(), z, atol=1e-6)
+    assert panel.image.value == widgets._png(latent.decode_style(model, panel.digit.value, panel.style())[None],
+                                             SHAPE, panel.scale)
+
+
+@hyp_settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.floats(-10, 10), st.integers(0, 2),
+                          st.integers(0, 2)), min_size=1, max_size=6))
+def test_random_style_slider_sequences_never_raise(moves):
+    panel = _style_panel()
+    for digit, dim, value, rows, cols in moves:
+        panel.digit.value = digit
+        panel.z[dim].value = value                     # out-of-range values are clipped by the slider
+        panel.grid_rows.value, panel.grid_cols.value = rows, cols
+        assert abs(panel.z[dim].value) <= widgets.STYLE_RANGE
+        assert panel.image.value[:4] == b"\x89PNG"
+
+
+def _style_panel():
+    if "style" not in _PANELS:
+        torch.manual_seed(1)
+        _PANELS["style"] = widgets.StylePanel(SSVAE(input_dim=64, hidden_dim=16, style_dim=3).eval(), SHAPE)
+    return _PANELS["style"]
+
+
+def test_interpolation_panel(model, digits):
+    images = digits.x_test[:6]
+    panel = widgets.InterpolationPanel(model, images, SHAPE, steps=5, y=3)
+    strip = panel.strip()
+    assert strip.shape == (7, 64)
+    assert torch.equal(strip[0], images[0]) and torch.equal(strip[-1], images[1])
+    assert torch.allclose(strip[1:-1], latent.interpolate(model, images[0], images[1], 3, 5))
+    before = panel.image.value
+    panel.second.value = 5
+    assert panel.image.value != before and torch.equal(panel.strip()[-1], images[5])
+    with pytest.raises(ValueError, match="at least two images"):
+        widgets.InterpolationPanel(model, images[:1], SHAPE)
+
+
+# -- the library functions the panels rely on ------------------------------------------------------
+def test_traversal_varies_one_dimension_per_row(model):
+    base = torch.tensor([0.3, -0.2, 0.5])
+    values = torch.tensor([-1.0, 0.0, 2.0])
+    rows = latent.traversal(model, 4, base=base, values=values)
+    assert rows.shape == (3, 3, 64)
+    for j in range(3):
+        for i, v in enumerate(values):
+            z = base.clone()
+            z[j] = v
+            assert torch.allclose(rows[j, i], latent.decode_style(model, 4, z))
+    with pytest.raises(ValueError, match="base must have 3"):
+        latent.traversal(model, 4, base=torch.zeros(2))
+    with pytest.raises(ValueError, match="y must lie"):
+        latent.traversal(model, 10)
+
+
+def test_tile_images_and_png_bytes():
+    images = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4) / 24
+    canvas = plots.tile_images(images, (2, 2), pad=1)
+    assert canvas.shape == (2 * 3 + 1, 3 * 3 + 1)
+    assert np.array_equal(canvas[4:6, 7:9], images[1, 2].reshape(2, 2))     # row 1, column 2
+    assert canvas[0].sum() == 0 and canvas[:, 3].sum() == 0                  # blank separators
+    png = plots.png_bytes(canvas, scale=3)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+    import io
+    assert imread(io.BytesIO(png)).shape[:2] == (21, 30)
+    with pytest.raises(ValueError, match="shape"):
+        plots.tile_images(images, (3, 3))
+    with pytest.raises(ValueError, match="scale"):
+        plots.png_bytes(canvas, scale=0)
+
+
+def test_live_training_figure_draws_each_series():
+    from matplotlib.figure import Figure
+    history = [{"epoch": 1, "test_accuracy": 0.5, "test_elbo": -200.0},
+               {"epoch": 2, "test_accuracy": 0.7, "test_elbo": -150.0}]
+    fig = plots.live_training_figure([1, 2, 3], [300.0, 250.0, 240.0], history, Figure())
+    loss_ax, acc_ax, elbo_ax = fig.axes
+    assert list(loss_ax.lines[0].get_ydata()) == [300.0, 250.0, 240.0]
+    assert list(acc_ax.lines[0].get_ydata()) == [0.5, 0.7]
+    assert list(elbo_ax.lines[0].get_xdata()) == [1, 2]
+    assert plots.figure_png(fig)[:4] == b"\x89PNG"
+
+
+def _readable_model(decoder_uses_y: bool) -> SSVAE:
+    """A 3-pixel, 3-class model whose classifier reads the brightest pixel; its decoder either writes
+    pixel y (uses the label) or always pixel 0 (ignores it)."""
+    model = SSVAE(input_dim=3, hidden_dim=3, n_classes=3, style_dim=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        eye = torch.eye(3)
+        model.hidden.weight.copy_(eye)
+        model.label_head.weight.copy_(10 * eye)
+        model.decoder_out.weight.copy_(20 * eye)
+        if decoder_uses_y:
+            model.decoder_in_label.weight.copy_(eye)
+            model.decoder_out.bias.fill_(-10.0)
+        else:
+            model.decoder_out.bias.copy_(torch.tensor([5.0, -5.0, -5.0]))
+    return model.eval()
+
+
+def test_analogy_consistency_exact_cases():
+    x = torch.eye(3)
+    assert latent.analogy_consistency(_readable_model(True), x) == 1.0
+    assert latent.analogy_consistency(_readable_model(False), x) == pytest.approx(1 / 3)
+
+
+def test_protocol_panels_show_mean_std_and_every_seed():
+    rows = [dict(status="ok", protocol=p, n_labelled=100, alpha=a, seed=s, accuracy=acc, elbo=-100.0,
+                 best_single_dim_probe_above_chance=0.1, between_within_variance_ratio=0.2,
+                 top_two_mi_gap_nats=0.0, whole_z_probe_accuracy=0.3, majority_baseline=0.11)
+            for p, accs in (("thesis", (0.1, 0.7)), ("corrected", (0.6, 0.7))) for a in (0.1, 10.0)
+            for s, acc in enumerate(accs)]
+    fig = plots.protocol_panels(rows, "alpha")
+    accuracy_ax = fig.axes[3]                                # SWEEP_PANELS order: elbo, accuracy, ...
+    assert accuracy_ax.get_title().startswith("final test accuracy")
+    means = {c.get_label(): list(c.lines[0].get_ydata()) for c in accuracy_ax.containers}
+    assert means == {"corrected, M = 100": pytest.approx([0.65, 0.65]), "thesis, M = 100": pytest.approx([0.4, 0.4])}
+    thesis = next(c for c in accuracy_ax.containers if c.get_label().startswith("thesis"))
+    segments = thesis.lines[2][0].get_segments()             # the error bar of the first α
+    assert segments[0][:, 1] == pytest.approx([0.4 - np.std([0.1, 0.7], ddof=1), 0.4 + np.std([0.1, 0.7], ddof=1)])
+    from matplotlib.collections import PathCollection
+    dots = [c for c in accuracy_ax.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in dots) == 8                 # 2 protocols x 2 alphas x 2 seeds
+    with pytest.raises(ValueError, match="x must be one of"):
+        plots.protocol_panels(rows, "seed")
