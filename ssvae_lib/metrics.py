@@ -573,3 +573,20 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     log_w = log_joint + standard_normal_log_density(z) - gaussian_log_density(z, mu, log_sigma)
     return log_mean_exp(log_w, dim=0)
 
+
+
+# --------------------------------------------------------------------------------------------
+# All canonical metrics of one encoder
+# --------------------------------------------------------------------------------------------
+def canonical_scores(encode, sampler, *, n_codes: int = 5000, n_train: int = 500, n_eval: int = 250,
+                     n_trees: int = 10, seed: int = 0) -> dict:
+    """β-VAE, FactorVAE, MIG, DCI (disentanglement, completeness) and SAP of one encoder
+    (images [n, D] -> codes [n, d]) on ``sampler``'s data; DCI with ``n_trees`` boosted trees."""
+    codes, factors = sample_codes(encode, sampler, n_codes, seed=seed)
+    dci_scores = dci(codes, factors, n_estimators=n_trees, seed=seed)
+    protocol = dict(batch_size=64, n_train=n_train, n_eval=n_eval)
+    return {"β-VAE": beta_vae_score(encode, sampler, seed, **protocol),
+            "FactorVAE": factor_vae_score(encode, sampler, seed, **protocol),
+            "MIG": mig(codes, factors),
+            "DCI disent.": dci_scores["disentanglement"], "DCI compl.": dci_scores["completeness"],
+            "SAP": sap(codes, factors)}

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import data as data_mod
 from . import settings
+from .train import EVAL_SEED_OFFSET
 from .objectives import bernoulli_log_likelihood, categorical_entropy, gaussian_kl
 
 __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observation_mask",
@@ -411,7 +412,7 @@ def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None 
             loss.backward()
             optimiser.step()
             total, count = total + float(loss.detach()), count + 1
-        eval_generator.manual_seed(config.seed + 1_000_003)
+        eval_generator.manual_seed(config.seed + EVAL_SEED_OFFSET)
         scores = evaluate_multilabel(model, x_test, labels_test, config.label_factors, eval_generator)
         result.history.append({"epoch": epoch, "train_loss": total / count,
                                **{f"test_{k}": v for k, v in scores.items()},

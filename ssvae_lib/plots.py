@@ -86,7 +86,8 @@ def save_figure(fig, name: str, directory: str | Path | None = None) -> list[Pat
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{name}.{ext}" for ext in ("png", "pdf")]
     for path in paths:
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        metadata = {"CreationDate": None} if path.suffix == ".pdf" else {}   # reproducible files
+        fig.savefig(path, dpi=130, bbox_inches="tight", metadata=metadata)
     return paths
 
 

@@ -25,7 +25,7 @@ batch is labelled (:meth:`StackedSSVAE.subset`), so no run computes a term it do
 (accuracy, ELBO, IWAE log p(x)) runs per run with :func:`~ssvae_lib.train.evaluate`, exactly as the
 sequential trainer does.
 
-**Results** (:func:`run_sweep`): ``OUT/runs/<key>.json`` per finished run, keyed by a hash of its
+**Results** (:func:`run_sweep`): ``OUT/records/<key>.json`` per finished run, keyed by a hash of its
 (effective) config; finished runs are skipped, so an interrupted sweep resumes and loses at most the
 runs in flight. ``OUT/grids/<name>.json`` lists each grid's keys and ``OUT/results.csv`` has one row per
 run: final test accuracy, ELBO, IWAE log p(x) and the label-leakage scores of ``metrics.leakage_scores``
@@ -62,13 +62,13 @@ except ImportError:  # pragma: no cover - only while metrics.py lacks it
     leakage_scores = None
 
 RECORD_FORMAT = "ssvae_lib.sweep-run/1"
+RECORDS = "records"               # sub-folder of a results folder holding one JSON record per run
 PROTOCOLS = {"thesis": ("thesis", "per_epoch"), "corrected": ("fixed", "fixed")}
 # TrainConfig fields that a grid sets through its axes; they may not appear among the overrides.
 AXIS_FIELDS = ("alpha", "corruption_rate", "n_labelled", "labelling", "corruption_protocol", "objective",
                "seed", "epochs", "dataset")
 # TrainConfig fields that may differ between runs trained together in one stacked model.
 PER_RUN_FIELDS = ("seed", "n_labelled", "alpha", "gamma", "corruption_rate", "corruption_protocol")
-EVAL_SEED_OFFSET = 1_000_003     # train.train seeds its evaluation generator with seed + this
 CPU_MAX_RUNS = 8                 # runs per stacked model on a CPU (benchmarks/sweep_throughput.py)
 CPU_MEMORY_BUDGET = 2 << 30      # bytes a chunk may use on a CPU
 GPU_MEMORY_FRACTION = 0.6        # share of the free GPU memory a chunk may use
@@ -244,9 +244,13 @@ class StackedLinear(nn.Module):
     def forward(self, t: torch.Tensor, runs: torch.Tensor | None = None) -> torch.Tensor:
         weight = self.weight if runs is None else self.weight[runs]
         flat = t.reshape(t.shape[0], -1, t.shape[-1])                       # [R|1, M, in]
-        out = torch.matmul(flat, weight.transpose(1, 2))                    # [R, M, out]
-        if self.bias is not None:
-            out = out + (self.bias if runs is None else self.bias[runs])[:, None, :]
+        if flat.shape[0] != weight.shape[0]:                                # one input shared by all runs
+            flat = flat.expand(weight.shape[0], -1, -1)
+        if self.bias is None:
+            out = torch.bmm(flat, weight.transpose(1, 2))                   # [R, M, out]
+        else:
+            bias = self.bias if runs is None else self.bias[runs]
+            out = torch.baddbmm(bias[:, None, :], flat, weight.transpose(1, 2))
         return out.reshape(weight.shape[0], *t.shape[1:-1], weight.shape[1])
 
 
@@ -502,7 +506,7 @@ def _prepare_chunk(configs: Sequence[TrainConfig], ds: data_mod.Dataset, device:
 
 
 def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generators, alpha, gamma) -> torch.Tensor:
-    """Every run's ``train.step_loss`` (the negative Eq. 10 minibatch estimate divided by its batch size)
+    """Every run's ``train.step_loss`` (the negative Eq. 10 minibatch estimate divided by the nominal batch size)
     for one step, ``[R]``. ``per_run``: each run's ``(unlabelled idx, labelled idx, labels)`` from
     ``train._batches``; L_U is evaluated on the runs with an unlabelled batch, L_S on those with a
     labelled batch (with the thesis's labelling a run has one or the other)."""
@@ -510,7 +514,7 @@ def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generat
     noises = [draw_step_noise(c, stacked.order, stacked.style_dim, stacked.n_classes,
                               None if u is None else len(u), None if l is None else len(l), g)
               for c, (u, l, _), g in zip(configs, per_run, generators)]
-    batch = torch.tensor([len(u) if u is not None else len(l) for u, l, _ in per_run], device=device)
+    batch = torch.tensor([c.batch_size for c in configs], device=device, dtype=torch.float32)
     losses = torch.zeros(len(configs), device=device)
     unlab = [r for r, (u, _, _) in enumerate(per_run) if u is not None]
     if unlab:
@@ -586,7 +590,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
                 if errors[r] is not None:
                     continue
                 models[r].load_state_dict(stacked.run_state_dict(r))
-                eval_generator.manual_seed(c.seed + EVAL_SEED_OFFSET)   # as train.train does each epoch
+                eval_generator.manual_seed(c.seed + train_mod.EVAL_SEED_OFFSET)   # as train.train does each epoch
                 result = train_mod.evaluate(models[r], *chunk.evals[r], iwae_samples=c.iwae_samples,
                                             iwae_examples=c.iwae_examples, generator=eval_generator)
                 histories[r].append({"epoch": epoch, "step": step, "train_loss": float(totals[r]) / max(count, 1),
@@ -664,9 +668,9 @@ def outcome_record(outcome: RunOutcome, grid: str, device: str, runs_in_chunk: i
 
 
 def load_records(results: str | Path) -> dict[str, dict]:
-    """Every run record under ``results/runs``, by key."""
+    """Every run record under ``results/records``, by key."""
     records = {}
-    for path in sorted((Path(results) / "runs").glob("*.json")):
+    for path in sorted((Path(results) / RECORDS).glob("*.json")):
         record = json.loads(path.read_text())
         if record.get("format") != RECORD_FORMAT:
             raise ValueError(f"{path}: not a sweep run record (expected format {RECORD_FORMAT})")
@@ -747,7 +751,7 @@ def plan(configs: Sequence[TrainConfig]) -> list[list[TrainConfig]]:
 def run_sweep(spec: GridSpec, out: str | Path, *, max_runs: int | None = None, scores: bool = True,
               progress: bool = True, device: str | None = None, datasets: dict | None = None) -> list[dict]:
     """Train every run of ``spec`` not yet recorded under ``out``, stacked in chunks of at most
-    :func:`runs_per_chunk` runs; write ``out/runs/<key>.json`` as each chunk finishes, then
+    :func:`runs_per_chunk` runs; write ``out/records/<key>.json`` as each chunk finishes, then
     ``out/grids/<spec.name>.json`` and ``out/results.csv`` (every run recorded under ``out``).
     Returns the rows (:func:`result_row`) of this grid. ``device`` overrides the configs' device;
     ``datasets`` maps dataset names to already loaded :class:`~ssvae_lib.data.Dataset` objects."""
@@ -779,7 +783,7 @@ def run_sweep(spec: GridSpec, out: str | Path, *, max_runs: int | None = None, s
                 seconds = time.perf_counter() - started
                 for outcome in outcomes:
                     record = outcome_record(outcome, spec.name, str(run_device), len(chunk), seconds)
-                    _write_json(out / "runs" / f"{record['key']}.json", record)
+                    _write_json(out / RECORDS / f"{record['key']}.json", record)
                 bar.update(len(chunk))
     finally:
         bar.close()

@@ -33,6 +33,7 @@ OBJECTIVES = ("m2", "ssvae")
 LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
 CHECKPOINT_FORMAT = "ssvae_lib.checkpoint/1"
+EVAL_SEED_OFFSET = 1_000_003   # evaluation noise: generator seeded with seed + this, every epoch
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
 ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order")
 
@@ -220,9 +221,11 @@ def bounds(model: SSVAE, config: TrainConfig, x: torch.Tensor, y: torch.Tensor |
 
 
 def step_loss(model, config, x_unlab, x_lab, y_lab, generator=None) -> tuple[torch.Tensor, dict]:
-    """Negative Eq. 10 minibatch estimate, scaled by 1/|unlabelled batch|; also the terms by name."""
+    """Negative Eq. 10 minibatch estimate, scaled by 1/``config.batch_size`` (the nominal unlabelled
+    batch, also for an epoch's smaller last batch, so no step over-weights the labelled term); also
+    the terms by name."""
     terms = {}
-    batch = x_unlab.shape[0] if x_unlab is not None else x_lab.shape[0]
+    batch = config.batch_size
     total = 0.0
     if x_unlab is not None:
         terms["unsupervised"] = -bounds(model, config, x_unlab, None, generator).sum() / batch
@@ -343,7 +346,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), *, stop: thre
                     if state.step % max(cb.every_n_steps, 1) == 0:
                         cb.on_step(state)
             train_seconds = time.perf_counter() - started
-            eval_generator.manual_seed(config.seed + 1_000_003)
+            eval_generator.manual_seed(config.seed + EVAL_SEED_OFFSET)
             scores = evaluate(model, prep.x_eval, prep.y_eval, iwae_samples=config.iwae_samples,
                               iwae_examples=config.iwae_examples, generator=eval_generator)
             record = {"epoch": epoch, "step": state.step, "train_loss": total / max(count, 1),

@@ -23,6 +23,12 @@ from . import latent, plots, settings
 from . import train as train_mod
 from .train import Callback, TrainConfig
 
+
+def _natural_size():
+    """Layout that keeps an image at its own size inside a flex box (an HBox would stretch it)."""
+    return widgets.Layout(align_self="flex-start")
+
+
 #: Labelled-set sizes M offered by the training panel ("all": every training image is labelled).
 LABELLED_SIZES = (100, 600, 1000, 3000, "all")
 OBJECTIVE_CHOICES = (("M2: exact sum over y (Eq. 8, 9)", "m2"),
@@ -277,8 +283,8 @@ class StylePanel(_Panel):
         self.grid_rows = widgets.Dropdown(options=dims, value=0, description="grid rows")
         self.grid_cols = widgets.Dropdown(options=dims, value=min(1, model.style_dim - 1),
                                           description="grid columns")
-        self.image = widgets.Image(format="png")
-        self.grid = widgets.Image(format="png")
+        self.image = widgets.Image(format="png", layout=_natural_size())
+        self.grid = widgets.Image(format="png", layout=_natural_size())
         self.grid_caption = widgets.HTML()
         self.image.add_class("ssvae-style-image")
         self.grid.add_class("ssvae-style-grid")
@@ -291,7 +297,7 @@ class StylePanel(_Panel):
         if images is not None:
             self.source = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="test image #")
             self.copy_button = widgets.Button(description="take its style and digit", icon="copy")
-            self.source_image = widgets.Image(format="png")
+            self.source_image = widgets.Image(format="png", layout=_natural_size())
             self.source.observe(lambda _: self._show_source(), names="value")
             self.copy_button.on_click(lambda _: self.copy_style_from(self.source.value))
             self._show_source()
@@ -355,7 +361,7 @@ class InterpolationPanel(_Panel):
         self.first = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="test image a")
         self.second = widgets.IntSlider(value=1, min=0, max=len(images) - 1, description="test image b")
         self.digit = widgets.IntSlider(value=y, min=0, max=model.n_classes - 1, description="digit y")
-        self.image = widgets.Image(format="png")
+        self.image = widgets.Image(format="png", layout=_natural_size())
         self.image.add_class("ssvae-interpolation")
         for w in (self.first, self.second, self.digit):
             w.observe(lambda _: self.redraw(), names="value")

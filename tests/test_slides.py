@@ -76,7 +76,8 @@ def test_offline_problems_follow_stylesheets(tmp_path):
     page.write_text('<html><head><link rel="stylesheet" href="vendor/ok.css">'
                     '<link rel="stylesheet" href="vendor/theme.css"><script src="vendor/gone.js"></script>'
                     '<script>require(["https://cdn.example/reveal.js"], function () {});</script>'
-                    '<script type="application/vnd.jupyter.widget-state+json">{"u": "https://x.y/z.js"}</script>'
+                    '<script type="application/vnd.jupyter.widget-state+json">{"u": "https://x.y/z.js"}'
+                    '</script>'
                     '</head><body><a href="https://example.org">a link loads nothing</a></body></html>')
     assert sorted(build_slides.offline_problems(page)) == sorted([
         "deck.html loads a missing file: vendor/gone.js",
@@ -101,7 +102,8 @@ def test_copy_assets_follows_the_plan(tmp_path):
     vendor = build_slides.copy_assets(modules, tmp_path / "out")
     assert (vendor / "reveal.js" / "dist" / "sub" / "a.js").read_text() == "reveal.js/dist"
     assert not (vendor / "reveal.js" / "dist" / "sub" / "a.js.map").exists()    # source maps left out
-    assert (vendor / "@jupyter-widgets" / "icons.woff2").read_text() == "@jupyter-widgets/html-manager/dist/*.woff2"
+    fonts = vendor / "@jupyter-widgets"                                          # a glob: into the folder
+    assert (fonts / "icons.woff2").read_text() == "@jupyter-widgets/html-manager/dist/*.woff2"
     assert {p.name for p in vendor.iterdir()} == {
         ".vendor-sha256", "@jupyter-widgets", "jquery", "mathjax", "reveal.js", "requirejs"}
 

@@ -36,12 +36,14 @@ VENDORED = [
     ("reveal.js/dist", "reveal.js/dist"),
     ("reveal.js/plugin/notes", "reveal.js/plugin/notes"),
     ("mathjax/MathJax.js", "mathjax/MathJax.js"),
-    *((f"mathjax/{d}", f"mathjax/{d}") for d in ("config", "extensions", "jax", "localization", "fonts/HTML-CSS/TeX")),
+    *((f"mathjax/{d}", f"mathjax/{d}")
+      for d in ("config", "extensions", "jax", "localization", "fonts/HTML-CSS/TeX")),
     ("requirejs/require.js", "requirejs/require.js"),
     ("jquery/dist/jquery.min.js", "jquery/dist/jquery.min.js"),
     ("@jupyter-widgets/html-manager/dist", "@jupyter-widgets/html-manager/dist"),
     # the widget renderer's base module finds its icon fonts next to its module path, @jupyter-widgets/
-    *((f"@jupyter-widgets/html-manager/dist/*.{ext}", "@jupyter-widgets") for ext in ("woff2", "woff", "ttf", "eot", "svg")),
+    *((f"@jupyter-widgets/html-manager/dist/*.{ext}", "@jupyter-widgets")
+      for ext in ("woff2", "woff", "ttf", "eot", "svg")),
 ]
 
 #: Exporter options that replace nbconvert's CDN URLs (relative to the deck).
@@ -171,18 +173,14 @@ def loaded_urls(page: str) -> list[str]:
     return [u for u in collector.urls if not u.lower().startswith("data:")]
 
 
+def _needs_network(url: str) -> bool:
+    """A URL with a scheme other than blob:/file:, or protocol-relative (//host/...)."""
+    return url.startswith("//") or urlsplit(url).scheme not in ("", "blob", "file")
+
+
 def remote_urls(page: str) -> list[str]:
-    """The loaded URLs (:func:`loaded_urls`) that need a network: any scheme but ``blob:``/``file:``,
-    or protocol-relative ``//host/...``."""
-    return [u for u in loaded_urls(page) if not _is_local(u) and urlsplit(u).scheme not in ("blob", "file")]
-
-
-def _local_path(url: str, folder: Path) -> Path:
-    return Path(folder) / unquote(urlsplit(url).path)
-
-
-def _is_local(url: str) -> bool:
-    return not url.startswith("//") and not urlsplit(url).scheme
+    """The loaded URLs (:func:`loaded_urls`) that need a network."""
+    return [u for u in loaded_urls(page) if _needs_network(u)]
 
 
 def offline_problems(page_file: Path) -> list[str]:
@@ -193,11 +191,12 @@ def offline_problems(page_file: Path) -> list[str]:
     while pending:
         source, urls = pending.pop()
         for url in urls:
-            if not _is_local(url):
-                if urlsplit(url).scheme not in ("blob", "file"):
-                    problems.append(f"{source.name} loads from the network: {url}")
+            if _needs_network(url):
+                problems.append(f"{source.name} loads from the network: {url}")
                 continue
-            path = _local_path(url, source.parent)
+            if urlsplit(url).scheme:          # blob: made by the page itself, file: outside the deck
+                continue
+            path = Path(source.parent) / unquote(urlsplit(url).path)
             if not path.is_file():
                 problems.append(f"{source.name} loads a missing file: {url}")
             elif path.suffix == ".css" and path not in seen:
@@ -220,11 +219,16 @@ def check_offline(deck: Path) -> None:
 
 
 # -- building ------------------------------------------------------------------------------------------
-def export_notebook(notebook: Path, out: Path, exporter=None) -> Path:
-    """Write ``out/<name>.slides.html`` for one notebook (assets are not copied here)."""
+def _check_notebook(notebook: Path) -> Path:
     notebook = Path(notebook)
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise ValueError(f"expected an existing .ipynb file, got {notebook}")
+    return notebook
+
+
+def export_notebook(notebook: Path, out: Path, exporter=None) -> Path:
+    """Write ``out/<name>.slides.html`` for one notebook (assets are not copied here)."""
+    notebook = _check_notebook(notebook)
     body, _ = (exporter or make_exporter()).from_filename(str(notebook), resources={"vendor": VENDOR})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,19 +239,23 @@ def export_notebook(notebook: Path, out: Path, exporter=None) -> Path:
 
 def write_index(decks: list[Path], out: Path) -> Path:
     """``out/index.html``: one link per deck."""
-    items = "\n".join(f'  <li><a href="{html.escape(d.name)}">{html.escape(d.name.removesuffix(".slides.html"))}'
-                      f"</a></li>" for d in decks)
+    items = "\n".join(f'  <li><a href="{html.escape(d.name)}">'
+                      f'{html.escape(d.name.removesuffix(".slides.html"))}</a></li>' for d in decks)
     index = Path(out) / "index.html"
-    index.write_text(f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8"><title>Slides</title></head>\n'
-                     f"<body>\n<h1>Slides</h1>\n<p>Arrow keys move between slides; Esc shows an overview; "
-                     f"S opens the speaker notes.</p>\n<ul>\n{items}\n</ul>\n</body>\n</html>\n", encoding="utf-8")
+    index.write_text('<!DOCTYPE html>\n<html lang="en">\n'
+                     '<head><meta charset="utf-8"><title>Slides</title></head>\n'
+                     "<body>\n<h1>Slides</h1>\n<p>Arrow keys or Space move between slides; Esc shows an "
+                     "overview; S opens the speaker view; F goes full screen.</p>\n"
+                     f"<ul>\n{items}\n</ul>\n</body>\n</html>\n", encoding="utf-8")
     return index
 
 
-def build(notebooks: list[Path], out: Path = DEFAULT_OUT, asset_cache: Path = DEFAULT_ASSET_CACHE) -> list[Path]:
+def build(notebooks: list[Path], out: Path = DEFAULT_OUT,
+          asset_cache: Path = DEFAULT_ASSET_CACHE) -> list[Path]:
     """Install and copy the assets, export every notebook, check each deck opens offline."""
     if not notebooks:
         raise ValueError("no notebooks to export")
+    notebooks = [_check_notebook(nb) for nb in notebooks]
     copy_assets(install_assets(asset_cache), out)
     exporter = make_exporter()
     decks = [export_notebook(nb, out, exporter) for nb in notebooks]

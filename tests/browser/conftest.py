@@ -18,7 +18,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 def pytest_addoption(parser):
     parser.addoption("--notebooks", default=str(ROOT / "notebooks"),
-                     help="folder of the notebooks the browser tests open (default: the checkout's notebooks/)")
+                     help="folder of the notebooks the browser tests open "
+                          "(default: the checkout's notebooks/)")
 
 
 @pytest.fixture(scope="session")

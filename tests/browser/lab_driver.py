@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,15 +37,15 @@ LAB_SETTINGS = {
 
 #: jupyter_server_config.json of the temporary config folder.
 SERVER_CONFIG = {
-    "ServerApp": {"ip": "127.0.0.1", "open_browser": False, "port_retries": 0, "disable_check_xsrf": True,
-                  "allow_root": True},      # CI runs as root
+    "ServerApp": {"ip": "127.0.0.1", "open_browser": False, "port_retries": 0,
+                  "disable_check_xsrf": True,   # lets LabServer.api end sessions without a browser cookie
+                  "allow_root": True},          # CI runs as root
     "IdentityProvider": {"token": ""},
     "PasswordIdentityProvider": {"hashed_password": "", "password_required": False},
     "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
                "extension_manager": "readonly",
                "expose_app_in_browser": True},   # window.jupyterapp: the tests read cell outputs from it
 }
-
 
 
 class LabTimeout(Exception):
@@ -142,10 +143,17 @@ _DIGEST_JS = """async img => {
     return Array.from(new Uint8Array(hash), b => b.toString(16).padStart(2, '0')).join('');
 }"""
 
+# every code cell with code in it has an execution count (JupyterLab clears it while a cell is queued)
 _ALL_CELLS_RAN_JS = """() => {
-    const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')]
-        .map(p => p.textContent);
-    return prompts.length > 0 && prompts.every(t => /\\[\\d+\\]/.test(t));
+    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+    let ran = 0;
+    for (let i = 0; i < cells.length; i++) {
+        const cell = cells.get(i);
+        if (cell.type !== 'code' || !cell.sharedModel.getSource().trim()) continue;
+        if (cell.executionCount === null) return false;
+        ran++;
+    }
+    return ran > 0;
 }"""
 
 # JupyterLab marks queued and running cells "[*]"; note that it happened (a run may finish between polls)
@@ -202,7 +210,8 @@ class NotebookPage:
         """Open ``notebook`` (a path relative to the served folder) and wait until its kernel is idle."""
         self.notebook = notebook
         self.page.goto(f"{self.server.url}/lab/tree/{notebook}?reset", timeout=timeout * 1000)
-        self.page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(state="visible", timeout=timeout * 1000)
+        first_cell = self.page.locator(".jp-NotebookPanel .jp-Cell").first
+        first_cell.wait_for(state="visible", timeout=timeout * 1000)
         self._wait("an idle kernel", lambda: self.server.kernel_state(notebook) == "idle", timeout)
 
     def run_all(self, timeout: float = 240) -> None:
@@ -210,8 +219,8 @@ class NotebookPage:
         and the kernel is idle, three polls in a row (the kernel idles briefly between cells). Fails at
         once, with the error, when a cell raises."""
         self.page.evaluate(_WATCH_RUN_JS)
-        self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        self.page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         calm = 0
 
         def finished() -> bool:
@@ -237,7 +246,8 @@ class NotebookPage:
     def distortion(img) -> float:
         """How much the page stretches an ``<img>``: shown aspect ratio / the PNG's own, minus 1
         (0 when undistorted)."""
-        return img.evaluate("img => (img.clientWidth / img.clientHeight) / (img.naturalWidth / img.naturalHeight) - 1")
+        return img.evaluate("img => (img.clientWidth / img.clientHeight)"
+                            " / (img.naturalWidth / img.naturalHeight) - 1")
 
     def settled_image(self, img, quiet: float = 1.5, timeout: float = 60) -> str:
         """The digest of what an ``<img>`` shows once it has shown something and stayed the same for
