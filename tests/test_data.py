@@ -407,7 +407,8 @@ def test_shapes_hook_passes_arguments_on(monkeypatch):
     fake = types.ModuleType("ssvae_lib.shapes")
     fake.load_shapes = lambda **kwargs: ("shapes", kwargs)
     monkeypatch.setitem(sys.modules, "ssvae_lib.shapes", fake)
-    assert load_dataset("shapes", n_images=12) == ("shapes", {"n_images": 12})
+    assert load_dataset("shapes", n_images=12) == ("shapes", {"seed": 0, "n_images": 12})
+    assert load_dataset("shapes", seed=3)[1]["seed"] == 3
 
 
 # --------------------------------------------------------------------------------------------
