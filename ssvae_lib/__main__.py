@@ -25,7 +25,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                             help=f"default: {f.default}" + (" ('all'/'none' for None)" if optional else ""))
 
 
-def _config_from(args) -> "TrainConfig":
+def _config_from(args):
     from .train import TrainConfig
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-DEMO_CONFIG = dict(n_labelled=100, epochs=20)
+DEMO_CONFIG = dict(n_labelled=100, alpha=500.0, epochs=20)   # chosen on a validation split (README)
 
 
 def cmd_demo(args) -> int:

@@ -218,6 +218,21 @@ def sweep_axis(rows) -> str | None:
     return None
 
 
+
+def _finish_sweep_axis(ax, rows, key, label, values, x, drawn):
+    """Shared styling of one sweep panel: majority baseline, 'not computed', title and ticks."""
+    if key == "whole_z_probe_accuracy":
+        base = _mean_std(r.get("majority_baseline") for r in rows)
+        if base[2]:
+            ax.axhline(base[0], color="grey", ls="--", lw=1)
+    if not drawn:
+        ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_title(label, fontsize=9)
+    ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
+    ax.set_xlabel(SWEEP_AXES[x], fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+
 def sweep_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
     """The thesis's Figures 2 and 3: final test ELBO (top left), accuracy (bottom left) and the
     label-leakage scores of z against ``x``, one line per labelled-set size M, mean ± 1 standard
@@ -244,17 +259,7 @@ def sweep_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
                 ax.errorbar(np.asarray(pos), np.asarray(mean), yerr=np.asarray(std), marker="o", ms=4, capsize=3,
                             color=colour, label=f"M = {_m_label(m)}")
                 drawn = True
-        if key == "whole_z_probe_accuracy":
-            base = _mean_std(r.get("majority_baseline") for r in rows)
-            if base[2]:
-                ax.axhline(base[0], color="grey", ls="--", lw=1)
-        if not drawn:
-            ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes, color="grey")
-        ax.set_title(label, fontsize=9)
-        ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
-        ax.set_xlabel(SWEEP_AXES[x], fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
+        _finish_sweep_axis(ax, rows, key, label, values, x, drawn)
     axes[1, 0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -706,17 +711,7 @@ def protocol_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
             if seeds:
                 ax.scatter(*zip(*seeds), s=9, color=colour, alpha=0.35, zorder=3)
             drawn = True
-        if key == "whole_z_probe_accuracy":
-            base = _mean_std(r.get("majority_baseline") for r in rows)
-            if base[2]:
-                ax.axhline(base[0], color="grey", ls="--", lw=1)
-        if not drawn:
-            ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes, color="grey")
-        ax.set_title(label, fontsize=9)
-        ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
-        ax.set_xlabel(SWEEP_AXES[x], fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
+        _finish_sweep_axis(ax, rows, key, label, values, x, drawn)
     axes[1, 0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)

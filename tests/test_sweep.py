@@ -20,9 +20,9 @@ from ssvae_lib import data as data_mod
 from ssvae_lib import objectives, plots, sweep
 from ssvae_lib import train as T
 from ssvae_lib.__main__ import main
-from ssvae_lib.data import load_dataset
 from ssvae_lib.models import SSVAE
 from ssvae_lib.sweep import GridSpec, StackedSSVAE
+from conftest import tiny_config
 from ssvae_lib.train import TrainConfig
 
 HISTORY_KEYS = ("train_loss", "test_accuracy", "test_elbo", "test_log_likelihood")
@@ -38,17 +38,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-def tiny(**kw):
-    """A run of a fraction of a second on the 8x8 digits (9 steps per epoch)."""
-    base = dict(dataset="digits", n_labelled=50, epochs=2, batch_size=64, labelled_batch_size=25,
-                hidden_dim=32, style_dim=4, n_samples=2, iwae_samples=4, iwae_examples=60,
-                max_train=600, max_test=200, alpha=10.0, device="cpu")
-    return TrainConfig(**{**base, **kw})
+tiny = tiny_config
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import MultivariateNormal, Normal, kl_divergence
+from torch.distributions import MultivariateNormal, kl_divergence
 
 from ssvae_lib import estimators, objectives, toy
 

@@ -7,6 +7,7 @@ import torch
 
 from ssvae_lib import train as T
 from ssvae_lib.data import load_dataset
+from conftest import tiny_config
 from ssvae_lib.train import Callback, NonFiniteLossError, TrainConfig
 
 
@@ -16,17 +17,7 @@ def full_mode(monkeypatch):
     monkeypatch.setattr(T.settings, "FAST", False)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-def tiny(**kw):
-    """A run of a few seconds on the 8x8 digits."""
-    base = dict(dataset="digits", n_labelled=50, epochs=2, batch_size=64, labelled_batch_size=25,
-                hidden_dim=32, style_dim=4, n_samples=2, iwae_samples=4, iwae_examples=60,
-                max_train=600, max_test=200, alpha=10.0, device="cpu")
-    return TrainConfig(**{**base, **kw})
+tiny = tiny_config
 
 
 @pytest.mark.parametrize("bad, match", [

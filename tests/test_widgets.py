@@ -10,23 +10,15 @@ from hypothesis import HealthCheck, given, settings as hyp_settings, strategies 
 
 from ssvae_lib import latent, plots, widgets
 from ssvae_lib import train as train_mod
-from ssvae_lib.data import load_dataset
 from ssvae_lib.models import SSVAE
+from conftest import tiny_config
 from ssvae_lib.train import Callback, TrainConfig
 
 SHAPE = (8, 8)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
 def tiny(**kw):
-    base = dict(dataset="digits", n_labelled=100, epochs=2, batch_size=64, labelled_batch_size=25,
-                hidden_dim=32, style_dim=4, n_samples=2, iwae_samples=2, iwae_examples=40,
-                max_train=600, max_test=100, alpha=10.0, device="cpu")
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(**{**dict(n_labelled=100, iwae_samples=2, iwae_examples=40, max_test=100), **kw})
 
 
 @pytest.fixture
