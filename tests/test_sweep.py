@@ -22,7 +22,7 @@ from ssvae_lib import train as T
 from ssvae_lib.__main__ import main
 from ssvae_lib.models import SSVAE
 from ssvae_lib.sweep import GridSpec, StackedSSVAE
-from conftest import tiny_config
+from tiny_run import tiny_config
 from ssvae_lib.train import TrainConfig
 
 HISTORY_KEYS = ("train_loss", "test_accuracy", "test_elbo", "test_log_likelihood")

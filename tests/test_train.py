@@ -7,7 +7,7 @@ import torch
 
 from ssvae_lib import train as T
 from ssvae_lib.data import load_dataset
-from conftest import tiny_config
+from tiny_run import tiny_config
 from ssvae_lib.train import Callback, NonFiniteLossError, TrainConfig
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings as hyp_settings, strategies 
 from ssvae_lib import latent, plots, widgets
 from ssvae_lib import train as train_mod
 from ssvae_lib.models import SSVAE
-from conftest import tiny_config
+from tiny_run import tiny_config
 from ssvae_lib.train import Callback, TrainConfig
 
 SHAPE = (8, 8)
