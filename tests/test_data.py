@@ -78,15 +78,17 @@ def mirror_dir(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def real_mnist_dir():
-    """The folder of the official MNIST test files, named by $SSVAE_DATA_DIR (never skipped)."""
+    """The folder of the official MNIST test files: $SSVAE_DATA_DIR (CI), else the user cache, where the
+    two files are downloaded (MD5-checked) when missing. Never skipped: without them the tests fail."""
     value = os.environ.get(DATA_DIR_ENV, "").strip()
-    if not value:
-        pytest.fail(
-            f"{DATA_DIR_ENV} is not set. These tests need the two official MNIST test files "
-            f"(t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): set {DATA_DIR_ENV} to the "
-            "folder holding them, e.g. ../shared/data/mnist as .ci/run does."
-        )
-    return Path(value)
+    directory = Path(value) if value else data.data_dir()
+    try:
+        load_dataset("mnist-t10k", root=directory, download=not value)
+    except (MissingDataError, OSError) as err:
+        pytest.fail(f"{err}\nThese tests need the two official MNIST test files (t10k-images-idx3-ubyte.gz, "
+                    f"t10k-labels-idx1-ubyte.gz): set {DATA_DIR_ENV} to the folder holding them, "
+                    "e.g. ../shared/data/mnist as .ci/run does.")
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +386,8 @@ def test_auto_fallback_order_and_no_download(tmp_path):
     assert ds.name == "mnist" and (ds.n_train, ds.n_test) == (40, 20)
 
 
-def test_auto_uses_env_var_with_real_files(real_mnist_dir):
+def test_auto_uses_env_var_with_real_files(real_mnist_dir, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(real_mnist_dir))
     ds = load_dataset("auto")
     assert ds.name == "mnist-t10k" and "not full MNIST" in ds.provenance
     text = data.describe()
