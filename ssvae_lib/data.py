@@ -612,6 +612,16 @@ def thesis_labelled_indices(n_examples: int, n_labelled: int, batch_size: int, s
     return np.sort(batches[supervised].reshape(-1)).astype(np.int64)
 
 
+def thesis_distinct_labelled(n_examples: int, n_labelled: int, batch_size: int, seed: int,
+                             epochs: int) -> int:
+    """How many different examples the thesis's protocol shows with a label over epochs 1..``epochs``
+    (the trainer's numbering): the size of the union of :func:`thesis_labelled_indices`."""
+    _check_int("epochs", epochs, low=1)
+    seen = [thesis_labelled_indices(n_examples, n_labelled, batch_size, seed, epoch)
+            for epoch in range(1, epochs + 1)]
+    return len(np.unique(np.concatenate(seen)))
+
+
 def _thesis_n_batches(n_examples: int, batch_size: int) -> int:
     _check_int("n_examples", n_examples, low=1)
     _check_int("batch_size", batch_size, low=1, high=n_examples)

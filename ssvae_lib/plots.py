@@ -233,6 +233,14 @@ def _finish_sweep_axis(ax, rows, key, label, values, x, drawn):
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
 
+def _finish_sweep_figure(fig, axes, title):
+    axes[1, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def sweep_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
     """The thesis's Figures 2 and 3: final test ELBO (top left), accuracy (bottom left) and the
     label-leakage scores of z against ``x``, one line per labelled-set size M, mean ± 1 standard
@@ -260,11 +268,7 @@ def sweep_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
                             color=colour, label=f"M = {_m_label(m)}")
                 drawn = True
         _finish_sweep_axis(ax, rows, key, label, values, x, drawn)
-    axes[1, 0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_sweep_figure(fig, axes, title)
 
 
 def appendix_training_curves(rows, x: str = "alpha", fig=None, title: str | None = None):
@@ -712,8 +716,4 @@ def protocol_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
                 ax.scatter(*zip(*seeds), s=9, color=colour, alpha=0.35, zorder=3)
             drawn = True
         _finish_sweep_axis(ax, rows, key, label, values, x, drawn)
-    axes[1, 0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish_sweep_figure(fig, axes, title)

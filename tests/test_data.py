@@ -622,9 +622,10 @@ def test_thesis_protocol_often_labels_no_batch_at_all():
 
 def test_thesis_protocol_shows_far_more_than_m_images_over_40_epochs():
     seed = next(s for s in range(100) if thesis_labelled_batches(N, M, BATCH, s).any())
-    per_epoch = [thesis_labelled_indices(N, M, BATCH, seed, epoch) for epoch in range(40)]
-    distinct = np.unique(np.concatenate(per_epoch))
-    assert len(distinct) > 5 * M
+    per_epoch = [thesis_labelled_indices(N, M, BATCH, seed, epoch) for epoch in range(1, 41)]
+    distinct = data.thesis_distinct_labelled(N, M, BATCH, seed, epochs=40)
+    assert distinct == len(np.unique(np.concatenate(per_epoch)))
+    assert distinct > 5 * M
     assert not np.array_equal(per_epoch[0], per_epoch[1])  # different images every epoch
 
 
