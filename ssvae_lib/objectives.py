@@ -273,6 +273,11 @@ def _check_model(model, x: torch.Tensor) -> None:
         raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
 
 
+def _check_beta(beta) -> None:
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+
+
 def _check_n_samples(n_samples) -> int:
     if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
@@ -313,10 +318,10 @@ def _noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tens
     return given.to(device=like.device, dtype=like.dtype)
 
 
-def _class_onehots(n_classes: int, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Every class as a one-hot, shape [C, 1, B, C] (class dim first, a singleton sample dim)."""
-    eye = torch.eye(n_classes, dtype=like.dtype, device=like.device)
-    return eye[:, None, None, :].expand(n_classes, 1, batch, n_classes)
+def _class_onehots(n_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """Every class as a one-hot, shape [C, 1, 1, C] (class dim first, singleton sample and batch dims:
+    the label's share of each layer is computed once per class and broadcast over the batch)."""
+    return torch.eye(n_classes, dtype=like.dtype, device=like.device)[:, None, None, :]
 
 
 def _gather_class(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -326,7 +331,7 @@ def _gather_class(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: int = 1,
-                        proposal: str | None = None, eps: torch.Tensor | None = None,
+                        proposal: str | None = None, beta: float = 1.0, eps: torch.Tensor | None = None,
                         gumbel: torch.Tensor | None = None, generator: torch.Generator | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three log-densities of Eq. 17–20 at z^s ~ proposal: (log p(x,y,z^s), log q(y,z^s|x),
@@ -340,9 +345,14 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
       through z^s given k and through the densities), then z^s ~ q(z|x,k^s). Then w^s = q(y|x,z^s).
     * ``style_first`` (default ``"marginal"``): z^s ~ q(z|x), the encoder's own marginal; q(z|x,y) is
       not available, so ``"conditional"`` is refused.
+
+    ``beta`` ≠ 1 weights the style's share log p(z^s) − log q(z^s|·) of log(p(x,y,z^s)/q(y,z^s|x)) by β
+    (the β-VAE weighting, Eq. 3), by adding (β − 1)(log p(z^s) − log q(z^s|·)) to log p(x,y,z^s); the
+    weights w^s do not change.
     """
     _check_model(model, x)
     n_samples = _check_n_samples(n_samples)
+    _check_beta(beta)
     n_classes, batch = model.n_classes, x.shape[0]
     index, onehot = _labels(y, n_classes, x)
     log_p_y = model.log_prior_y()[index]                                              # [B]
@@ -357,6 +367,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
         log_q_z = gaussian_log_density(z, mu, log_sigma)                                # [S, B]
         log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z), -1), index)
         log_q_yz = log_q_z + log_q_y_given_z
+        log_q_style = log_q_z
     else:
         proposal = "conditional" if proposal is None else proposal
         if proposal not in PROPOSALS:
@@ -369,8 +380,9 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             z = mu + torch.exp(log_sigma) * eps
             log_q_z = gaussian_log_density(z, mu, log_sigma)                            # proposal
             log_q_yz = log_q_y + log_q_z
+            log_q_style = log_q_z
         else:
-            mu_all, log_sigma_all = model.encode(x, _class_onehots(n_classes, batch, x))
+            mu_all, log_sigma_all = model.encode(x, _class_onehots(n_classes, x))
             dz = mu_all.shape[-1]
             mu_all = torch.broadcast_to(mu_all, (n_classes, 1, batch, dz))[:, 0]         # [C, B, Dz]
             log_sigma_all = torch.broadcast_to(log_sigma_all, (n_classes, 1, batch, dz))[:, 0]
@@ -383,13 +395,17 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             log_comp = gaussian_log_density(z.unsqueeze(-2), mu_all.transpose(0, 1),
                                             log_sigma_all.transpose(0, 1))              # [S, B, C]
             log_q_z = torch.logsumexp(log_q_all + log_comp, dim=-1)                     # mixture
-            log_q_yz = log_q_y + _gather_class(log_comp, index)
-    log_p_xyz = model.log_likelihood(x, onehot, z) + log_p_y + standard_normal_log_density(z)
+            log_q_style = _gather_class(log_comp, index)                                # q(z|x,y)
+            log_q_yz = log_q_y + log_q_style
+    log_p_z = standard_normal_log_density(z)
+    log_p_xyz = model.log_likelihood(x, onehot, z) + log_p_y + log_p_z
+    if beta != 1:
+        log_p_xyz = log_p_xyz + (beta - 1.0) * (log_p_z - log_q_style)
     return log_p_xyz, log_q_yz, log_q_z
 
 
 def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, estimator: str = "m2",
-                     n_samples: int = 1, proposal: str | None = None, weighted: bool = False,
+                     n_samples: int = 1, proposal: str | None = None, weighted: bool = False, beta: float = 1.0,
                      eps: torch.Tensor | None = None, gumbel: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Supervised objective L_S(x, y) per example, ``[B]`` (Eq. 6–8 or Eq. 14–20 of the seminar thesis).
@@ -401,15 +417,16 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
       (see there for ``proposal``); ``weighted=True`` uses :func:`supervised_iw_estimator` instead.
       Gradient: through z^s and all three log-densities, including the self-normalised weights.
 
-    ``y``: integer labels ``[B]`` (int64) or exact one-hot ``[B, C]``.
+    ``y``: integer labels ``[B]`` (int64) or exact one-hot ``[B, C]``. ``beta``: weight of the style's
+    KL term (the β-VAE weighting of Eq. 3; 1 gives the bound itself).
     """
     _check_model(model, x)
     if estimator not in SUPERVISED_ESTIMATORS:
         raise ValueError(f"estimator must be one of {SUPERVISED_ESTIMATORS}, got {estimator!r}")
     _check_alpha(alpha)
     if estimator == "is":
-        terms = supervised_is_terms(model, x, y, n_samples=n_samples, proposal=proposal, eps=eps,
-                                    gumbel=gumbel, generator=generator)
+        terms = supervised_is_terms(model, x, y, n_samples=n_samples, proposal=proposal, beta=beta,
+                                    eps=eps, gumbel=gumbel, generator=generator)
         combine = supervised_iw_estimator if weighted else supervised_is_estimator
         return combine(*terms, alpha, dim=0)
 
@@ -420,18 +437,19 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
         raise ValueError("estimator='m2' samples z from q(z|x,y) and has no weights: "
                          "'proposal' and 'weighted' apply to estimator='is' only")
     n_samples = _check_n_samples(n_samples)
+    _check_beta(beta)
     index, onehot = _labels(y, model.n_classes, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x), -1), index)
     mu, log_sigma = model.encode(x, onehot)                                             # [B, Dz]
     eps = _noise("normal", eps, (n_samples, x.shape[0], mu.shape[-1]), mu, generator)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
     log_likelihood = model.log_likelihood(x, onehot, z)                                 # [S, B]
-    return m2_supervised_bound(log_likelihood, gaussian_kl(mu, log_sigma),
+    return m2_supervised_bound(log_likelihood, beta * gaussian_kl(mu, log_sigma),
                                model.log_prior_y()[index], log_q_y, alpha, dim=0)
 
 
 def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", temperature: float = 0.5,
-                       n_samples: int = 1, eps: torch.Tensor | None = None,
+                       n_samples: int = 1, beta: float = 1.0, eps: torch.Tensor | None = None,
                        gumbel: torch.Tensor | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Unsupervised bound L_U(x) per example, ``[B]`` (Eq. 9 of the seminar thesis).
@@ -452,23 +470,26 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     y ~ q, so its expectation tends to the enumeration value. ``temperature=0`` uses that hard draw
     (unbiased for Eq. 9; no gradient through the draw, only through the analytic KL for y).
     Gradient for τ > 0: through ỹ (to the classifier), z^s and the analytic KL terms.
+
+    ``beta`` weights every KL(q(z|·) ‖ p(z)) above by β (the β-VAE weighting of Eq. 3; 1 gives Eq. 9).
     """
     _check_model(model, x)
     if method not in UNSUPERVISED_METHODS:
         raise ValueError(f"method must be one of {UNSUPERVISED_METHODS}, got {method!r}")
     n_samples = _check_n_samples(n_samples)
+    _check_beta(beta)
     n_classes, batch = model.n_classes, x.shape[0]
     log_p_y = model.log_prior_y()                                                      # [C]
 
     if method == "enumerate":
-        onehots = _class_onehots(n_classes, batch, x)                                   # [C, 1, B, C]
+        onehots = _class_onehots(n_classes, x)                                          # [C, 1, 1, C]
         if model.order == "label_first":
             log_q = torch.log_softmax(model.classify(x), -1)                            # [B, C]
             mu, log_sigma = model.encode(x, onehots)                                    # [C, 1, B, Dz]
             eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
             z = mu + torch.exp(log_sigma) * eps                                         # [C, S, B, Dz]
             reconstruction = model.log_likelihood(x, onehots, z).mean(1)                # [C, B]
-            kl_z = torch.broadcast_to(gaussian_kl(mu, log_sigma), (n_classes, 1, batch))[:, 0]
+            kl_z = torch.broadcast_to(beta * gaussian_kl(mu, log_sigma), (n_classes, 1, batch))[:, 0]
             per_class = (reconstruction - kl_z + log_p_y[:, None]).transpose(0, 1)      # [B, C]
             return enumerated_unsupervised_bound(log_q, per_class, dim=-1)
         mu, log_sigma = model.encode_marginal(x)                                        # [B, Dz]
@@ -478,7 +499,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         log_likelihood = model.log_likelihood(x, onehots, z)                            # [C, S, B]
         per_class = log_likelihood.permute(1, 2, 0) + log_p_y                           # [S, B, C]
         inner = enumerated_unsupervised_bound(log_q, per_class, dim=-1)                 # [S, B]
-        return inner.mean(0) - gaussian_kl(mu, log_sigma)
+        return inner.mean(0) - beta * gaussian_kl(mu, log_sigma)
 
     if model.order == "label_first":
         logits = model.classify(x)                                                      # [B, C]
@@ -487,7 +508,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         mu, log_sigma = model.encode(x, y_relaxed)                                      # [S, B, Dz]
         eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps
-        per_sample = model.log_likelihood(x, y_relaxed, z) - gaussian_kl(mu, log_sigma)  # [S, B]
+        per_sample = model.log_likelihood(x, y_relaxed, z) - beta * gaussian_kl(mu, log_sigma)  # [S, B]
         return per_sample.mean(0) - categorical_kl(logits, log_p_y)
     mu, log_sigma = model.encode_marginal(x)                                            # [B, Dz]
     eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
@@ -496,7 +517,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     gumbel = _noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
     y_relaxed = relaxed_one_hot(logits, temperature, gumbel)
     per_sample = model.log_likelihood(x, y_relaxed, z) - categorical_kl(logits, log_p_y)
-    return per_sample.mean(0) - gaussian_kl(mu, log_sigma)
+    return per_sample.mean(0) - beta * gaussian_kl(mu, log_sigma)
 
 
 def _check_gamma(gamma) -> None:

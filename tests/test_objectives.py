@@ -318,6 +318,66 @@ def test_enumeration_bound_matches_eq9(exact_model, generic_model, mixture, data
     assert float(generic_model.exact_unsupervised_bound(x[1:2])) < float(mixture.log_marginal(x[1:2]))
 
 
+def _kl_to_prior(mu, log_sigma):
+    return kl_divergence(Normal(mu, torch.exp(log_sigma)), Normal(0.0, 1.0)).sum(-1)
+
+
+def test_beta_weights_the_style_kl_closed_form(generic_model, style_model, data, mixture_1d):
+    """β-weighted bounds (Eq. 3 applied to z) equal the β = 1 closed forms minus (β − 1)·KL:
+    Eq. 8 and Eq. 20 (conditional proposal) by KL(q(z|x,y) ‖ p(z)), Eq. 9 by Σ_y q(y|x) KL(q(z|x,y) ‖ p(z))
+    (label_first) or KL(q(z|x) ‖ p(z)) (style_first); Monte Carlo means within 4 SE."""
+    x, y = data
+    r, alpha, beta = 20000, 1.5, 3.0
+    xr, yr = _replicate(x[0], r), y[:1].expand(r)
+    kl_sup = float(_kl_to_prior(*generic_model.encode(x[:1], _onehot(y[:1]))))
+    exact_sup = float(generic_model.exact_supervised_bound(x[:1], y[:1], alpha)) - (beta - 1) * kl_sup
+    for estimator, seed in (("m2", 51), ("is", 52)):
+        value = O.supervised_bound(generic_model, xr, yr, alpha, estimator=estimator, beta=beta,
+                                   generator=_gen(seed))
+        _assert_within_4se(value, exact_sup, f"beta-weighted {estimator}")
+    q_y = torch.softmax(generic_model.classify(x[1:2]), -1)[0]
+    kls = torch.stack([_kl_to_prior(*generic_model.encode(x[1:2], _onehot(torch.tensor([c]))))[0]
+                       for c in range(3)])
+    exact_unsup = float(generic_model.exact_unsupervised_bound(x[1:2])) - (beta - 1) * float((q_y * kls).sum())
+    value = O.unsupervised_bound(generic_model, _replicate(x[1], r), beta=beta, generator=_gen(53))
+    _assert_within_4se(value, exact_unsup, "beta-weighted Eq. 9, label_first")
+    x1, _, _ = mixture_1d.sample(1, _gen(40))
+    exact_style = float(style_model.exact_unsupervised_bound(x1)) \
+        - (beta - 1) * float(_kl_to_prior(*style_model.encode_marginal(x1)))
+    value = O.unsupervised_bound(style_model, _replicate(x1[0], r), beta=beta, generator=_gen(54))
+    _assert_within_4se(value, exact_style, "beta-weighted Eq. 9, style_first")
+
+
+def test_beta_enters_every_estimator_through_the_style_term_only(generic_model, style_model, data, mixture_1d):
+    """Same noise: each estimate is affine in β with slope the estimator's own style term — the analytic
+    −KL (Eq. 8, Concrete) or the self-normalised Σ_s w̃^s (log p(z^s) − log q(z^s|x)) of Eq. 18
+    (style_first Eq. 20, whose weights do not depend on β)."""
+    x, y = data
+    eps = torch.randn(5, 4, 2, generator=_gen(55), dtype=F64)
+    gumbel = O.standard_gumbel((5, 4, 3), dtype=F64, generator=_gen(56))
+    m2 = [O.supervised_bound(generic_model, x, y, 0.4, estimator="m2", n_samples=5, beta=b, eps=eps)
+          for b in (1.0, 2.5)]
+    kl = _kl_to_prior(*generic_model.encode(x, _onehot(y)))
+    assert torch.allclose(m2[1] - m2[0], -1.5 * kl, atol=1e-12)
+    concrete = [O.unsupervised_bound(generic_model, x, method="concrete", n_samples=5, beta=b, eps=eps,
+                                     gumbel=gumbel) for b in (1.0, 2.5)]
+    y_relaxed = O.relaxed_one_hot(generic_model.classify(x), 0.5, gumbel)
+    kl_relaxed = _kl_to_prior(*generic_model.encode(x, y_relaxed)).mean(0)
+    assert torch.allclose(concrete[1] - concrete[0], -1.5 * kl_relaxed, atol=1e-12)
+
+    xs, ys, _ = mixture_1d.sample(4, _gen(57))
+    eps1 = torch.randn(6, 4, 1, generator=_gen(58), dtype=F64)
+    terms = O.supervised_is_terms(style_model, xs, ys, n_samples=6, eps=eps1)
+    terms_beta = O.supervised_is_terms(style_model, xs, ys, n_samples=6, eps=eps1, beta=2.5)
+    assert torch.equal(terms[1], terms_beta[1]) and torch.equal(terms[2], terms_beta[2])
+    mu, log_sigma = style_model.encode_marginal(xs)
+    z = mu + torch.exp(log_sigma) * eps1
+    style_term = Normal(0.0, 1.0).log_prob(z).sum(-1) - Normal(mu, torch.exp(log_sigma)).log_prob(z).sum(-1)
+    weights = torch.softmax(terms[1] - terms[2], dim=0)
+    gap = O.supervised_is_estimator(*terms_beta, 0.4) - O.supervised_is_estimator(*terms, 0.4)
+    assert torch.allclose(gap, 1.5 * (weights * style_term).sum(0), atol=1e-10)
+
+
 class _ShiftedEncoder:
     """The model with q(z|x,y)'s mean and log-sd shifted by a per-example offset [R, Dz], so that
     autograd returns per-replicate gradients of the bounds (to compute their standard errors)."""

@@ -112,7 +112,9 @@ def test_supervised_bounds_with_per_example_alpha(objective, order):
     ("m2", "label_first", "thesis"), ("ssvae", "style_first", "thesis")])
 def test_stacked_training_equals_sequential_training(digits, objective, order, labelling):
     protocol = "per_epoch" if labelling == "thesis" else "fixed"
-    configs = [tiny(objective=objective, order=order, labelling=labelling, corruption_protocol=protocol, **kw)
+    beta = 2.0 if labelling == "thesis" else 1.0     # a shared, not per-run, field: β-weighted KL of z
+    configs = [tiny(objective=objective, order=order, labelling=labelling, corruption_protocol=protocol,
+                    beta=beta, **kw)
                for kw in (dict(seed=0, alpha=0.5, n_labelled=300),
                           dict(seed=1, alpha=20.0, n_labelled=100, corruption_rate=0.2, gamma=0.5),
                           dict(seed=2, alpha=5.0, n_labelled=50))]
@@ -201,7 +203,7 @@ def test_presets_are_the_thesis_and_paper_grids():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(alphas=()), "alphas is empty"), (dict(seeds=(0, 0)), "repeats"),
-    (dict(overrides={"alpha": 1.0}), "grid axes"), (dict(overrides={"beta": 1}), "unknown TrainConfig"),
+    (dict(overrides={"alpha": 1.0}), "grid axes"), (dict(overrides={"learning_rate": 1}), "unknown TrainConfig"),
     (dict(protocols=("daily",)), "protocol must be"), (dict(alphas=(-1.0,)), "alpha must be"),
     (dict(name="a/b"), "plain word")])
 def test_grid_spec_validation(bad, match):
@@ -228,7 +230,7 @@ def test_parsing_helpers():
     assert sweep.parse_assignments(["max_train=400", "n_labelled=all", "device=cpu"]) == \
         {"max_train": 400, "n_labelled": None, "device": "cpu"}
     with pytest.raises(ValueError, match="FIELD=VALUE"):
-        sweep.parse_assignments(["beta=1"])
+        sweep.parse_assignments(["learning_rate=1"])
 
 
 def test_runs_are_grouped_by_what_they_share():

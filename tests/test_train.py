@@ -1,10 +1,13 @@
 import dataclasses
 import math
+import platform
+import sys
 import threading
 
 import pytest
 import torch
 
+from ssvae_lib import settings, sweep
 from ssvae_lib import train as T
 from ssvae_lib.data import load_dataset
 from tiny_run import tiny_config
@@ -47,7 +50,21 @@ def test_config_round_trips_through_dict():
     config = tiny(alpha=3.0)
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown fields"):
-        TrainConfig.from_dict({**config.to_dict(), "beta": 1})
+        TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1})
+
+
+def test_tuned_settings_are_a_valid_config_and_feed_the_paper_table():
+    config = TrainConfig(n_labelled=100, **T.TUNED)
+    assert config.beta > 1 and config.alpha == T.TUNED["alpha"]
+    for run in sweep.preset("paper-table").configs():
+        assert all(getattr(run, k) == v for k, v in T.TUNED.items())
+
+
+def test_keep_freed_memory_is_idempotent():
+    first = settings.keep_freed_memory()
+    assert settings.keep_freed_memory() == first
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert first
 
 
 def test_effective_supervised_weight():
