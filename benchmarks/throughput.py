@@ -15,7 +15,6 @@ import time
 import torch
 
 from ssvae_lib import settings
-
 from ssvae_lib.models import SSVAE
 from ssvae_lib.train import TrainConfig, step_loss
 
@@ -50,6 +49,7 @@ def measure(objective: str, device: torch.device, steps: int, repeats: int, orde
     for _ in range(20):
         step()
     return statistics.median(timed() for _ in range(repeats))
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -141,6 +141,8 @@ class TrainingPanel(_Panel):
             sizes.insert(0, start_m)
         self.alpha = widgets.FloatLogSlider(value=self.base.alpha, base=10, min=-1, max=2, step=0.01,
                                             description="α (alpha)", readout_format=".3g", style=_WIDE)
+        self.beta = widgets.FloatSlider(value=self.base.beta, min=0, max=max(16.0, self.base.beta), step=0.5,
+                                        description="β (style KL weight)", style=_WIDE)
         self.n_labelled = widgets.Dropdown(options=[(str(m), m) for m in sizes], value=start_m,
                                            description="labelled images M", style=_WIDE)
         self.corruption_rate = widgets.FloatSlider(value=self.base.corruption_rate, min=0, max=1, step=0.01,
@@ -168,8 +170,8 @@ class TrainingPanel(_Panel):
         self.status.add_class("ssvae-status")
         self.train_button.on_click(lambda _: self._train_from_button())
         self.stop_button.on_click(lambda _: self.stop())
-        controls = widgets.VBox([self.alpha, self.n_labelled, self.corruption_rate, self.corruption_protocol,
-                                 self.objective, self.labelling, self.epochs, self.seed])
+        controls = widgets.VBox([self.alpha, self.beta, self.n_labelled, self.corruption_rate,
+                                 self.corruption_protocol, self.objective, self.labelling, self.epochs, self.seed])
         self.widget = widgets.VBox([self.info, controls,
                                     widgets.HBox([self.train_button, self.stop_button, self.progress]),
                                     self.status, self.plot])
@@ -186,7 +188,8 @@ class TrainingPanel(_Panel):
         """The run the controls describe (validated by :class:`train.TrainConfig`)."""
         m = self.n_labelled.value
         return dataclasses.replace(
-            self.base, alpha=float(self.alpha.value), n_labelled=None if m == "all" else int(m),
+            self.base, alpha=float(self.alpha.value), beta=float(self.beta.value),
+            n_labelled=None if m == "all" else int(m),
             corruption_rate=float(self.corruption_rate.value), corruption_protocol=self.corruption_protocol.value,
             objective=self.objective.value, labelling=self.labelling.value, epochs=int(self.epochs.value),
             seed=int(self.seed.value))

@@ -649,6 +649,11 @@ def test_bad_arguments_raise_clear_errors(generic_model, style_model, data):
         O.unsupervised_bound(generic_model, x, method="sample")
     with pytest.raises(ValueError, match="temperature"):
         O.unsupervised_bound(generic_model, x, method="concrete", temperature=-1.0)
+    for call in (lambda: O.unsupervised_bound(generic_model, x, beta=-1.0),
+                 lambda: O.supervised_bound(generic_model, x, y, 1.0, beta=float("nan")),
+                 lambda: O.supervised_bound(generic_model, x, y, 1.0, estimator="is", beta=True)):
+        with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+            call()
     with pytest.raises(ValueError, match="x must be a \\[B, D\\] tensor"):
         O.unsupervised_bound(generic_model, x[0])
 

@@ -24,7 +24,8 @@ tiny = tiny_config
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(alpha=-1.0), "alpha"), (dict(gamma=-0.5), "gamma"), (dict(corruption_rate=1.5), "corruption_rate"),
+    (dict(alpha=-1.0), "alpha"), (dict(gamma=-0.5), "gamma"), (dict(beta=-1.0), "beta"),
+    (dict(corruption_rate=1.5), "corruption_rate"),
     (dict(corruption_rate=-0.1), "corruption_rate"), (dict(objective="m3"), "objective"),
     (dict(labelling="random"), "labelling"), (dict(corruption_protocol="daily"), "corruption_protocol"),
     (dict(order="style_first", objective="m2"), "needs order"), (dict(epochs=0), "epochs"),

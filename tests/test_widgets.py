@@ -46,6 +46,7 @@ def test_controls_map_onto_the_config(digits):
     panel = widgets.TrainingPanel(tiny(n_labelled=None), dataset=digits)
     assert panel.n_labelled.value == "all"
     panel.alpha.value = 25.0
+    panel.beta.value = 8.0
     panel.corruption_rate.value = 0.2
     panel.corruption_protocol.value = "per_epoch"
     panel.objective.value = "ssvae"
@@ -56,6 +57,7 @@ def test_controls_map_onto_the_config(digits):
     assert (config.alpha, config.n_labelled, config.corruption_rate, config.corruption_protocol) == \
         (25.0, None, 0.2, "per_epoch")
     assert (config.objective, config.labelling, config.epochs, config.seed) == ("ssvae", "thesis", 7, 3)
+    assert config.beta == 8.0
     assert config.hidden_dim == 32   # fields without a widget come from the base config
     panel.n_labelled.value = 100
     assert panel.config().n_labelled == 100
