@@ -126,7 +126,7 @@ class SSVAE(nn.Module):
         of a pixel-wise product for every (class, sample) row: only the softplus touches ``[..., D]``."""
         h = self._decoder_hidden(y, z)
         weight, bias = self.decoder_out.weight, self.decoder_out.bias
-        x_dot_logits = (h * (x @ weight)).sum(-1) + (x * bias).sum(-1)
+        x_dot_logits = (h * (x @ weight)).sum(-1) + x @ bias
         return x_dot_logits - F.softplus(F.linear(h, weight, bias)).sum(-1)
 
     def generate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
