@@ -82,34 +82,42 @@ class SSVAE(nn.Module):
                           device=self.decoder_out.weight.device)
 
     # -- recognition model --------------------------------------------------------------------------
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
+    # Every head accepts ``features=self.features(x)`` computed once by the caller (objectives.py does),
+    # so the shared layer runs once per image however many heads read it.
+    shares_features = True
+
+    def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of q(y|x) ``[B, C]``. For ``style_first`` this is q(y|x, z=mean of q(z|x)),
         the usual plug-in classifier of that order."""
-        h = self.features(x)
+        h = self.features(x) if features is None else features
         if self.order == "label_first":
             return self.label_head(h)
         mu, _ = self._gaussian(self.style_head(h))
         return self.label_head(h) + self.label_from_style(mu)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: torch.Tensor, y: torch.Tensor,
+               features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_sigma) of q(z|x,y) (label_first order); ``y`` may carry leading dims."""
         if self.order != "label_first":
             raise ValueError("encode(x, y) is q(z|x,y) of the label_first order; "
                              "this model is style_first: use encode_marginal(x)")
-        return self._gaussian(self.style_head(self.features(x)) + self.style_from_label(self.onehot(y)))
+        h = self.features(x) if features is None else features
+        return self._gaussian(self.style_head(h) + self.style_from_label(self.onehot(y)))
 
-    def encode_marginal(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_marginal(self, x: torch.Tensor,
+                        features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_sigma) of q(z|x) (style_first order)."""
         if self.order != "style_first":
             raise ValueError("encode_marginal(x) is q(z|x) of the style_first order; "
                              "this model is label_first: use encode(x, y)")
-        return self._gaussian(self.style_head(self.features(x)))
+        return self._gaussian(self.style_head(self.features(x) if features is None else features))
 
-    def classify_style(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def classify_style(self, x: torch.Tensor, z: torch.Tensor,
+                       features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of q(y|x,z) (style_first order); ``z`` may carry leading dims."""
         if self.order != "style_first":
             raise ValueError("classify_style(x, z) exists only for the style_first order")
-        return self.label_head(self.features(x)) + self.label_from_style(z)
+        return self.label_head(self.features(x) if features is None else features) + self.label_from_style(z)
 
     # -- generative model ---------------------------------------------------------------------------
     def _decoder_hidden(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

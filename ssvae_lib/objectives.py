@@ -20,9 +20,11 @@ Model interface (``C`` classes, ``Dz`` style dimensions; prior p(z) = N(0, I))::
     model.encode(x, y_onehot) -> mu, log_sigma of q(z|x,y)              (label_first)
     model.encode_marginal(x) -> mu, log_sigma of q(z|x), [B, Dz]        (style_first)
     model.classify_style(x, z) -> logits of q(y|x,z)                    (style_first)
+    model.shares_features (optional)         True: the four heads above accept features=model.features(x),
+                                             computed here once per call
 
 Shapes: ``x`` is ``[B, D]`` and is never expanded here; ``y_onehot`` and ``z`` carry leading dimensions
-(samples ``S`` first; for enumeration a class dimension before that: ``y_onehot [C, 1, B, C]``,
+(samples ``S`` first; for enumeration a class dimension before that: ``y_onehot [C, 1, 1, C]``,
 ``z [C, S, B, Dz]``) and the model broadcasts over them.
 
 Noise: ``eps`` (standard normal, ``[S, B, Dz]``) and ``gumbel`` (standard Gumbel, ``[S, B, C]``) may be
@@ -318,6 +320,12 @@ def _noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tens
     return given.to(device=like.device, dtype=like.dtype)
 
 
+def _shared(model, x: torch.Tensor) -> dict:
+    """``features=`` for the heads of a model whose heads share one layer (``model.shares_features``,
+    e.g. models.SSVAE), so that layer runs once per call; nothing for other models."""
+    return {"features": model.features(x)} if getattr(model, "shares_features", False) else {}
+
+
 def _class_onehots(n_classes: int, like: torch.Tensor) -> torch.Tensor:
     """Every class as a one-hot, shape [C, 1, 1, C] (class dim first, singleton sample and batch dims:
     the label's share of each layer is computed once per class and broadcast over the batch)."""
@@ -356,33 +364,34 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     n_classes, batch = model.n_classes, x.shape[0]
     index, onehot = _labels(y, n_classes, x)
     log_p_y = model.log_prior_y()[index]                                              # [B]
+    shared = _shared(model, x)
 
     if model.order == "style_first":
         if proposal not in (None, "marginal"):
             raise ValueError("style_first models sample z from q(z|x) (proposal='marginal'); "
                              f"q(z|x,y) is not available, got proposal={proposal!r}")
-        mu, log_sigma = model.encode_marginal(x)                                        # [B, Dz]
+        mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
         eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
         log_q_z = gaussian_log_density(z, mu, log_sigma)                                # [S, B]
-        log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z), -1), index)
+        log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z, **shared), -1), index)
         log_q_yz = log_q_z + log_q_y_given_z
         log_q_style = log_q_z
     else:
         proposal = "conditional" if proposal is None else proposal
         if proposal not in PROPOSALS:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
-        log_q_all = torch.log_softmax(model.classify(x), -1)                            # [B, C]
+        log_q_all = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
         log_q_y = _gather_class(log_q_all, index)                                       # [B]
         if proposal == "conditional":
-            mu, log_sigma = model.encode(x, onehot)                                     # [B, Dz]
+            mu, log_sigma = model.encode(x, onehot, **shared)                           # [B, Dz]
             eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
             z = mu + torch.exp(log_sigma) * eps
             log_q_z = gaussian_log_density(z, mu, log_sigma)                            # proposal
             log_q_yz = log_q_y + log_q_z
             log_q_style = log_q_z
         else:
-            mu_all, log_sigma_all = model.encode(x, _class_onehots(n_classes, x))
+            mu_all, log_sigma_all = model.encode(x, _class_onehots(n_classes, x), **shared)
             dz = mu_all.shape[-1]
             mu_all = torch.broadcast_to(mu_all, (n_classes, 1, batch, dz))[:, 0]         # [C, B, Dz]
             log_sigma_all = torch.broadcast_to(log_sigma_all, (n_classes, 1, batch, dz))[:, 0]
@@ -439,8 +448,9 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     n_samples = _check_n_samples(n_samples)
     _check_beta(beta)
     index, onehot = _labels(y, model.n_classes, x)
-    log_q_y = _gather_class(torch.log_softmax(model.classify(x), -1), index)
-    mu, log_sigma = model.encode(x, onehot)                                             # [B, Dz]
+    shared = _shared(model, x)
+    log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
+    mu, log_sigma = model.encode(x, onehot, **shared)                                   # [B, Dz]
     eps = _noise("normal", eps, (n_samples, x.shape[0], mu.shape[-1]), mu, generator)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
     log_likelihood = model.log_likelihood(x, onehot, z)                                 # [S, B]
@@ -480,40 +490,41 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     _check_beta(beta)
     n_classes, batch = model.n_classes, x.shape[0]
     log_p_y = model.log_prior_y()                                                      # [C]
+    shared = _shared(model, x)
 
     if method == "enumerate":
         onehots = _class_onehots(n_classes, x)                                          # [C, 1, 1, C]
         if model.order == "label_first":
-            log_q = torch.log_softmax(model.classify(x), -1)                            # [B, C]
-            mu, log_sigma = model.encode(x, onehots)                                    # [C, 1, B, Dz]
+            log_q = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
+            mu, log_sigma = model.encode(x, onehots, **shared)                          # [C, 1, B, Dz]
             eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
             z = mu + torch.exp(log_sigma) * eps                                         # [C, S, B, Dz]
             reconstruction = model.log_likelihood(x, onehots, z).mean(1)                # [C, B]
             kl_z = torch.broadcast_to(beta * gaussian_kl(mu, log_sigma), (n_classes, 1, batch))[:, 0]
             per_class = (reconstruction - kl_z + log_p_y[:, None]).transpose(0, 1)      # [B, C]
             return enumerated_unsupervised_bound(log_q, per_class, dim=-1)
-        mu, log_sigma = model.encode_marginal(x)                                        # [B, Dz]
+        mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
         eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
-        log_q = torch.log_softmax(model.classify_style(x, z), -1)                       # [S, B, C]
+        log_q = torch.log_softmax(model.classify_style(x, z, **shared), -1)             # [S, B, C]
         log_likelihood = model.log_likelihood(x, onehots, z)                            # [C, S, B]
         per_class = log_likelihood.permute(1, 2, 0) + log_p_y                           # [S, B, C]
         inner = enumerated_unsupervised_bound(log_q, per_class, dim=-1)                 # [S, B]
         return inner.mean(0) - beta * gaussian_kl(mu, log_sigma)
 
     if model.order == "label_first":
-        logits = model.classify(x)                                                      # [B, C]
+        logits = model.classify(x, **shared)                                            # [B, C]
         gumbel = _noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
         y_relaxed = relaxed_one_hot(logits, temperature, gumbel)                        # [S, B, C]
-        mu, log_sigma = model.encode(x, y_relaxed)                                      # [S, B, Dz]
+        mu, log_sigma = model.encode(x, y_relaxed, **shared)                            # [S, B, Dz]
         eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps
         per_sample = model.log_likelihood(x, y_relaxed, z) - beta * gaussian_kl(mu, log_sigma)  # [S, B]
         return per_sample.mean(0) - categorical_kl(logits, log_p_y)
-    mu, log_sigma = model.encode_marginal(x)                                            # [B, Dz]
+    mu, log_sigma = model.encode_marginal(x, **shared)                                  # [B, Dz]
     eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
-    logits = model.classify_style(x, z)                                                 # [S, B, C]
+    logits = model.classify_style(x, z, **shared)                                       # [S, B, C]
     gumbel = _noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
     y_relaxed = relaxed_one_hot(logits, temperature, gumbel)
     per_sample = model.log_likelihood(x, y_relaxed, z) - categorical_kl(logits, log_p_y)

@@ -339,7 +339,10 @@ class StackedSSVAE(nn.Module):
         ndim = max(a.dim(), b.dim())
         return self._align(a, ndim) + self._align(b, ndim)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    shares_features = True     # as SSVAE: the heads accept ``features=self.features(x)``
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared layer, run-first ``[R, b, H]``."""
         if x.dim() != 2 or x.shape[-1] != self.input_dim:
             raise ValueError(f"expected inputs [R·b, {self.input_dim}], got shape {tuple(x.shape)}")
         return F.relu(self._layer("hidden", self._run_first(x)))                  # [R, b, H]
@@ -350,32 +353,37 @@ class StackedSSVAE(nn.Module):
         return self._layer("decoder_out", F.relu(self._sum(label, style)))         # [R, ..., b, D]
 
     # -- the SSVAE interface (see models.SSVAE) ---------------------------------------------------
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._features(x)
+    def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x) if features is None else features
         logits = self._layer("label_head", h)
         if self.order == "style_first":
             mu, _ = self._gaussian(self._layer("style_head", h))
             logits = logits + self._layer("label_from_style", mu)
         return self._folded(logits)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: torch.Tensor, y: torch.Tensor,
+               features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order != "label_first":
             raise ValueError("encode(x, y) is q(z|x,y) of the label_first order")
-        h = self._layer("style_head", self._features(x))
+        h = self._layer("style_head", self.features(x) if features is None else features)
         params = self._sum(h, self._layer("style_from_label", self._run_first(self.onehot(y))))
         mu, log_sigma = self._gaussian(params)
         return self._folded(mu), self._folded(log_sigma)
 
-    def encode_marginal(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_marginal(self, x: torch.Tensor,
+                        features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order != "style_first":
             raise ValueError("encode_marginal(x) is q(z|x) of the style_first order")
-        mu, log_sigma = self._gaussian(self._layer("style_head", self._features(x)))
+        h = self.features(x) if features is None else features
+        mu, log_sigma = self._gaussian(self._layer("style_head", h))
         return self._folded(mu), self._folded(log_sigma)
 
-    def classify_style(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def classify_style(self, x: torch.Tensor, z: torch.Tensor,
+                       features: torch.Tensor | None = None) -> torch.Tensor:
         if self.order != "style_first":
             raise ValueError("classify_style(x, z) exists only for the style_first order")
-        logits = self._sum(self._layer("label_head", self._features(x)),
+        h = self.features(x) if features is None else features
+        logits = self._sum(self._layer("label_head", h),
                            self._layer("label_from_style", self._run_first(z)))
         return self._folded(logits)
 

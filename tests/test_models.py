@@ -86,3 +86,20 @@ def test_latent_operations(model):
         latent.style_grid(model, y=9)
     with pytest.raises(ValueError):
         latent.decode_style(model, 0, [0.0])
+
+
+@pytest.mark.parametrize("order", ["label_first", "style_first"])
+def test_heads_reuse_precomputed_features(order):
+    """objectives.py computes the shared layer once and hands it to every head: same values either way."""
+    torch.manual_seed(0)
+    m = SSVAE(12, 8, 10, 4, order=order)
+    x, z = torch.rand(5, 12), torch.randn(3, 5, 4)
+    h = m.features(x)
+    assert m.shares_features
+    assert torch.equal(m.classify(x, features=h), m.classify(x))
+    if order == "label_first":
+        y = torch.randint(0, 10, (5,))
+        assert all(torch.equal(a, b) for a, b in zip(m.encode(x, y, features=h), m.encode(x, y)))
+    else:
+        assert all(torch.equal(a, b) for a, b in zip(m.encode_marginal(x, features=h), m.encode_marginal(x)))
+        assert torch.equal(m.classify_style(x, z, features=h), m.classify_style(x, z))
