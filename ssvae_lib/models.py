@@ -72,6 +72,10 @@ class SSVAE(nn.Module):
             raise ValueError(f"expected inputs with {self.input_dim} features, got shape {tuple(x.shape)}")
         return F.relu(self.hidden(x))
 
+    def _shared_layer(self, x: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """``features`` when the caller computed ``self.features(x)`` already, else that layer now."""
+        return self.features(x) if features is None else features
+
     def _gaussian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, log_sigma = params.chunk(2, dim=-1)
         return mu, log_sigma.clamp(*self.log_sigma_range)
@@ -89,7 +93,7 @@ class SSVAE(nn.Module):
     def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of q(y|x) ``[B, C]``. For ``style_first`` this is q(y|x, z=mean of q(z|x)),
         the usual plug-in classifier of that order."""
-        h = self.features(x) if features is None else features
+        h = self._shared_layer(x, features)
         if self.order == "label_first":
             return self.label_head(h)
         mu, _ = self._gaussian(self.style_head(h))
@@ -101,7 +105,7 @@ class SSVAE(nn.Module):
         if self.order != "label_first":
             raise ValueError("encode(x, y) is q(z|x,y) of the label_first order; "
                              "this model is style_first: use encode_marginal(x)")
-        h = self.features(x) if features is None else features
+        h = self._shared_layer(x, features)
         return self._gaussian(self.style_head(h) + self.style_from_label(self.onehot(y)))
 
     def encode_marginal(self, x: torch.Tensor,
@@ -110,14 +114,14 @@ class SSVAE(nn.Module):
         if self.order != "style_first":
             raise ValueError("encode_marginal(x) is q(z|x) of the style_first order; "
                              "this model is label_first: use encode(x, y)")
-        return self._gaussian(self.style_head(self.features(x) if features is None else features))
+        return self._gaussian(self.style_head(self._shared_layer(x, features)))
 
     def classify_style(self, x: torch.Tensor, z: torch.Tensor,
                        features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of q(y|x,z) (style_first order); ``z`` may carry leading dims."""
         if self.order != "style_first":
             raise ValueError("classify_style(x, z) exists only for the style_first order")
-        return self.label_head(self.features(x) if features is None else features) + self.label_from_style(z)
+        return self.label_head(self._shared_layer(x, features)) + self.label_from_style(z)
 
     # -- generative model ---------------------------------------------------------------------------
     def _decoder_hidden(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

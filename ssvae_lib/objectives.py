@@ -275,9 +275,10 @@ def _check_model(model, x: torch.Tensor) -> None:
         raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
 
 
-def _check_beta(beta) -> None:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+def _check_weight(name: str, value) -> None:
+    """A loss weight (β, γ): a finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_n_samples(n_samples) -> int:
@@ -360,7 +361,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     """
     _check_model(model, x)
     n_samples = _check_n_samples(n_samples)
-    _check_beta(beta)
+    _check_weight("beta", beta)
     n_classes, batch = model.n_classes, x.shape[0]
     index, onehot = _labels(y, n_classes, x)
     log_p_y = model.log_prior_y()[index]                                              # [B]
@@ -446,7 +447,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
         raise ValueError("estimator='m2' samples z from q(z|x,y) and has no weights: "
                          "'proposal' and 'weighted' apply to estimator='is' only")
     n_samples = _check_n_samples(n_samples)
-    _check_beta(beta)
+    _check_weight("beta", beta)
     index, onehot = _labels(y, model.n_classes, x)
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
@@ -487,7 +488,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     if method not in UNSUPERVISED_METHODS:
         raise ValueError(f"method must be one of {UNSUPERVISED_METHODS}, got {method!r}")
     n_samples = _check_n_samples(n_samples)
-    _check_beta(beta)
+    _check_weight("beta", beta)
     n_classes, batch = model.n_classes, x.shape[0]
     log_p_y = model.log_prior_y()                                                      # [C]
     shared = _shared(model, x)
@@ -531,12 +532,6 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     return per_sample.mean(0) - beta * gaussian_kl(mu, log_sigma)
 
 
-def _check_gamma(gamma) -> None:
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) \
-            or gamma < 0:
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-
-
 def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tensor | None,
                        gamma: float) -> torch.Tensor:
     """Eq. 10 of the seminar thesis: Σ_{x ∈ D_U} L_U(x) + γ Σ_{(x,y) ∈ D_S} L_S(x, y) (sums, not means).
@@ -544,7 +539,7 @@ def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tens
     Either set may be ``None`` or empty (a batch without labelled or unlabelled images). Dividing by a
     batch size, if wanted, is the caller's choice.
     """
-    _check_gamma(gamma)
+    _check_weight("gamma", gamma)
     if sup_bounds is None and unsup_bounds is None:
         raise ValueError("combined_objective needs at least one of sup_bounds, unsup_bounds")
     total = None
@@ -561,7 +556,7 @@ def supervision_rate(gamma: float, n_labelled: int, n_unlabelled: int) -> float:
 
     M = ``n_labelled``, N = ``n_unlabelled``.
     """
-    _check_gamma(gamma)
+    _check_weight("gamma", gamma)
     for name, value in (("n_labelled", n_labelled), ("n_unlabelled", n_unlabelled)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

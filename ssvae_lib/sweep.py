@@ -269,6 +269,7 @@ class StackedSSVAE(nn.Module):
     onehot = SSVAE.onehot
     log_prior_y = SSVAE.log_prior_y
     _gaussian = SSVAE._gaussian
+    _shared_layer = SSVAE._shared_layer
 
     def __init__(self, models: Sequence[SSVAE]):
         super().__init__()
@@ -354,7 +355,7 @@ class StackedSSVAE(nn.Module):
 
     # -- the SSVAE interface (see models.SSVAE) ---------------------------------------------------
     def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(x) if features is None else features
+        h = self._shared_layer(x, features)
         logits = self._layer("label_head", h)
         if self.order == "style_first":
             mu, _ = self._gaussian(self._layer("style_head", h))
@@ -365,7 +366,7 @@ class StackedSSVAE(nn.Module):
                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order != "label_first":
             raise ValueError("encode(x, y) is q(z|x,y) of the label_first order")
-        h = self._layer("style_head", self.features(x) if features is None else features)
+        h = self._layer("style_head", self._shared_layer(x, features))
         params = self._sum(h, self._layer("style_from_label", self._run_first(self.onehot(y))))
         mu, log_sigma = self._gaussian(params)
         return self._folded(mu), self._folded(log_sigma)
@@ -374,7 +375,7 @@ class StackedSSVAE(nn.Module):
                         features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.order != "style_first":
             raise ValueError("encode_marginal(x) is q(z|x) of the style_first order")
-        h = self.features(x) if features is None else features
+        h = self._shared_layer(x, features)
         mu, log_sigma = self._gaussian(self._layer("style_head", h))
         return self._folded(mu), self._folded(log_sigma)
 
@@ -382,7 +383,7 @@ class StackedSSVAE(nn.Module):
                        features: torch.Tensor | None = None) -> torch.Tensor:
         if self.order != "style_first":
             raise ValueError("classify_style(x, z) exists only for the style_first order")
-        h = self.features(x) if features is None else features
+        h = self._shared_layer(x, features)
         logits = self._sum(self._layer("label_head", h),
                            self._layer("label_from_style", self._run_first(z)))
         return self._folded(logits)
