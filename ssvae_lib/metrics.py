@@ -543,7 +543,8 @@ def factor_vae_score(encode, sampler, seed: int = 0, *, batch_size: int = 64, n_
 # Likelihood estimates of a trained model
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=None) -> torch.Tensor:
+def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=None,
+                        eps: torch.Tensor | None = None) -> torch.Tensor:
     """IWAE estimate of log p(x) per image, ``[B]`` (Burda et al. 2016), with y summed out exactly:
 
     * label_first: log Σ_y (1/K) Σ_k p(x, y, z_k^y) / q(z_k^y|x, y),  z_k^y ~ q(z|x, y);
@@ -552,27 +553,28 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     Inside the log is an unbiased estimate of p(x), so the value is a lower bound on log p(x) in
     expectation that tightens as K grows; since y is summed inside the log, even K = 1 is at least as
     tight as the ELBO (Eq. 9) by Jensen's inequality over y ~ q(y|x).
+
+    ``eps`` (``[K, B, Dz]``, optional): the standard normal noise to use instead of drawing it.
     """
     from .estimators import log_mean_exp
-    from .objectives import gaussian_log_density, standard_normal_log_density
+    from .objectives import _noise, gaussian_log_density, standard_normal_log_density
 
     n_classes, batch = model.n_classes, x.shape[0]
     labels = torch.eye(n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]   # [C, 1, 1, C]
     log_p_y = model.log_prior_y()[:, None, None]                                        # [C, 1, 1]
     if model.order == "label_first":
         mu, log_sigma = model.encode(x, labels)                                         # [C, 1, B, Dz]
-        eps = torch.randn((n_samples, batch, mu.shape[-1]), generator=generator, device=x.device, dtype=mu.dtype)
+        eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + log_sigma.exp() * eps                                                  # [C, K, B, Dz]
         log_w = (model.log_likelihood(x, labels, z) + log_p_y + standard_normal_log_density(z)
                  - gaussian_log_density(z, mu, log_sigma))                              # [C, K, B]
         return torch.logsumexp(log_mean_exp(log_w, dim=1), dim=0)
     mu, log_sigma = model.encode_marginal(x)                                            # [B, Dz]
-    eps = torch.randn((n_samples, batch, mu.shape[-1]), generator=generator, device=x.device, dtype=mu.dtype)
+    eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
     z = mu + log_sigma.exp() * eps                                                      # [K, B, Dz]
     log_joint = torch.logsumexp(model.log_likelihood(x, labels, z) + log_p_y, dim=0)    # [K, B]
     log_w = log_joint + standard_normal_log_density(z) - gaussian_log_density(z, mu, log_sigma)
     return log_mean_exp(log_w, dim=0)
-
 
 
 # --------------------------------------------------------------------------------------------

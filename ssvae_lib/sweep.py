@@ -21,9 +21,9 @@ equals training the runs one by one with :func:`~ssvae_lib.train.train` up to fl
 
 The thesis's batch-keyed labelling makes a step supervised for some runs and unsupervised for others:
 each step evaluates L_U on the subset of runs whose batch is unlabelled and L_S on the subset whose
-batch is labelled (:meth:`StackedSSVAE.subset`), so no run computes a term it does not use. Evaluation
-(accuracy, ELBO, IWAE log p(x)) runs per run with :func:`~ssvae_lib.train.evaluate`, exactly as the
-sequential trainer does.
+batch is labelled (:meth:`StackedSSVAE.subset`), so no run computes a term it does not use. Each
+epoch's evaluation (accuracy, ELBO, IWAE log p(x)) is batched too (:func:`evaluate_runs`), with each
+run's noise drawn as :func:`~ssvae_lib.train.evaluate` draws it, in passes sized to the memory budget.
 
 **Results** (:func:`run_sweep`): ``OUT/records/<key>.json`` per finished run, keyed by a hash of its
 (effective) config; finished runs are skipped, so an interrupted sweep resumes and loses at most the
@@ -51,15 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as data_mod
-from . import objectives, settings
+from . import metrics, objectives, settings
 from . import train as train_mod
 from .models import SSVAE
 from .train import TrainConfig
 
-try:  # the label-leakage scores of the metrics module (thesis §5 "β-VAE", "FactorVAE", "MIG")
-    from .metrics import leakage_scores
-except ImportError:  # pragma: no cover - only while metrics.py lacks it
-    leakage_scores = None
 
 RECORD_FORMAT = "ssvae_lib.sweep-run/1"
 RECORDS = "records"               # sub-folder of a results folder holding one JSON record per run
@@ -455,6 +451,74 @@ def _cat(noises: list[dict], name: str) -> torch.Tensor | None:
 
 
 # ==========================================================================================
+# evaluating many runs at once
+# ==========================================================================================
+def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: int,
+                    generator: torch.Generator, batch_size: int = train_mod.EVAL_BATCH
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise :func:`~ssvae_lib.train.evaluate` draws from its generator, in its order and shapes,
+    concatenated over its batches: ELBO eps ``[1, n_images, Dz]`` (one ``[1, b, Dz]`` per batch), then
+    IWAE eps ``[K, n_iwae, Dz]`` (one ``[K, b, Dz]`` per batch of the first ``n_iwae`` images)."""
+    def drawn(n, samples):
+        parts = [_normal((samples, min(batch_size, n - start), style_dim), generator)
+                 for start in range(0, n, batch_size)]
+        return torch.cat(parts, dim=1) if parts else _normal((samples, 0, style_dim), generator)
+    elbo_eps = drawn(n_images, 1)
+    return elbo_eps, drawn(n_iwae, iwae_samples)
+
+
+def eval_rows_per_run(model, n_runs: int, iwae_samples: int, device: torch.device) -> int:
+    """Images per run in one pass of :func:`evaluate_runs`: its largest tensors are the IWAE's
+    ``[C, K, R·rows, D]`` decoder logits (and a few of the same size), kept within ``CPU_MEMORY_BUDGET``
+    on a CPU and ``GPU_MEMORY_FRACTION`` of the free memory on CUDA."""
+    budget = CPU_MEMORY_BUDGET
+    if device.type == "cuda":
+        budget = int(GPU_MEMORY_FRACTION * torch.cuda.mem_get_info(device)[0])
+    per_image = 4 * 4 * model.n_classes * iwae_samples * max(model.input_dim, model.hidden_dim)
+    return max(1, budget // (per_image * n_runs))
+
+
+@torch.no_grad()
+def evaluate_runs(stacked: StackedSSVAE, x: torch.Tensor, y: torch.Tensor, generators: Sequence[torch.Generator],
+                  *, iwae_samples: int = 16, iwae_examples: int = 500, rows: int | None = None,
+                  batch_size: int = train_mod.EVAL_BATCH) -> list[dict]:
+    """:func:`~ssvae_lib.train.evaluate` of every run of ``stacked`` at once: run r is scored on its
+    images ``x[r] [n, D]``, labels ``y[r] [n]``, with noise from ``generators[r]`` drawn exactly as
+    ``train.evaluate`` draws it (:func:`draw_eval_noise`), so each run's accuracy, ELBO (Eq. 9) and IWAE
+    log p(x) equal its sequential values to float rounding (``batch_size``: that of ``train.evaluate``).
+    ``rows``: images per run and pass (default :func:`eval_rows_per_run`)."""
+    n_runs, n = x.shape[0], x.shape[1]
+    if n_runs != stacked.n_runs or len(generators) != n_runs or tuple(y.shape) != (n_runs, n):
+        raise ValueError(f"evaluate_runs: {stacked.n_runs} stacked runs, images {tuple(x.shape)}, "
+                         f"labels {tuple(y.shape)} and {len(generators)} generators do not match")
+    n_iwae = min(iwae_examples, n)
+    noise = [draw_eval_noise(n, n_iwae, iwae_samples, stacked.style_dim, g, batch_size) for g in generators]
+    elbo_eps = torch.stack([e for e, _ in noise], dim=1).to(x.device)          # [1, R, n, Dz]
+    iwae_eps = torch.stack([e for _, e in noise], dim=1).to(x.device)          # [K, R, n_iwae, Dz]
+    rows = rows or eval_rows_per_run(stacked, n_runs, iwae_samples, x.device)
+    fold = lambda t: t.reshape(*t.shape[:-3], -1, t.shape[-1])                 # noqa: E731  [.., R, b, F] -> [.., R·b, F]
+    correct = torch.zeros(n_runs, device=x.device)
+    elbo, log_px = torch.zeros(n_runs, dtype=torch.float64), torch.zeros(n_runs, dtype=torch.float64)
+    stacked.eval()
+    for start in range(0, n, rows):
+        xb, yb = x[:, start:start + rows], y[:, start:start + rows]
+        b = xb.shape[1]
+        correct += (stacked.classify(fold(xb)).argmax(-1) == yb.reshape(-1)).view(n_runs, b).sum(1)
+        bound = objectives.unsupervised_bound(stacked, fold(xb), method="enumerate",
+                                              eps=fold(elbo_eps[:, :, start:start + b]))
+        elbo += bound.view(n_runs, b).sum(1).double().cpu()
+        if start < n_iwae:
+            xi = xb[:, :n_iwae - start]
+            estimate = metrics.iwae_log_likelihood(stacked, fold(xi), iwae_samples,
+                                                   eps=fold(iwae_eps[:, :, start:start + xi.shape[1]]))
+            log_px += estimate.view(n_runs, -1).sum(1).double().cpu()
+    stacked.train()
+    correct = correct.cpu()
+    return [{"accuracy": float(correct[r]) / n, "elbo": float(elbo[r]) / n,
+             "log_likelihood": float(log_px[r]) / max(n_iwae, 1)} for r in range(n_runs)]
+
+
+# ==========================================================================================
 # training many runs at once
 # ==========================================================================================
 @dataclass
@@ -491,20 +555,20 @@ def _index_dataset(ds: data_mod.Dataset) -> data_mod.Dataset:
 
 def _posterior_scores(model: SSVAE, x: torch.Tensor, y: torch.Tensor) -> dict | None:
     """``metrics.leakage_scores`` of the posterior-mean z (``model.infer_style``) against the labels."""
-    if leakage_scores is None:
-        return None
     z = torch.cat([model.infer_style(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-    return {k: float(v) for k, v in leakage_scores(z.cpu(), y.cpu()).items()}
+    return {k: float(v) for k, v in metrics.leakage_scores(z.cpu(), y.cpu()).items()}
 
 
 @dataclass
 class _Chunk:
-    """What the runs of one stacked model need, per run: pool rows (dataset row of each pool image),
-    evaluation images and labels, the prepared data for ``train._batches``."""
+    """What the runs of one stacked model need: per run the pool rows (dataset row of each pool image)
+    and the prepared data for ``train._batches``; the evaluation images ``x_eval [R, n, D]`` and labels
+    ``y_eval [R, n]`` (one shared copy, expanded, when every run is scored on the same images)."""
 
     preps: list
     pool_rows: list
-    evals: list
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
     x_train: torch.Tensor
 
 
@@ -512,9 +576,15 @@ def _prepare_chunk(configs: Sequence[TrainConfig], ds: data_mod.Dataset, device:
     index_ds = _index_dataset(ds)
     preps = [train_mod.prepare_data(c, index_ds) for c in configs]
     x_train, x_test = ds.x_train.to(device), ds.x_test.to(device)
-    evals = [((x_train if p.eval_split == "validation" else x_test)[p.x_eval[:, 0].long().to(device)],
-              p.y_eval.to(device)) for p in preps]
-    return _Chunk(preps, [p.x_pool[:, 0].long() for p in preps], evals, x_train)
+    rows = [(p.eval_split, p.x_eval[:, 0].long()) for p in preps]
+    source = lambda split: x_train if split == "validation" else x_test  # noqa: E731
+    if all(split == rows[0][0] and torch.equal(r, rows[0][1]) for split, r in rows):
+        x_eval = source(rows[0][0])[rows[0][1].to(device)].expand(len(preps), -1, -1)
+        y_eval = preps[0].y_eval.to(device).expand(len(preps), -1)
+    else:
+        x_eval = torch.stack([source(split)[r.to(device)] for split, r in rows])
+        y_eval = torch.stack([p.y_eval for p in preps]).to(device)
+    return _Chunk(preps, [p.x_pool[:, 0].long() for p in preps], x_eval, y_eval, x_train)
 
 
 def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generators, alpha, gamma) -> torch.Tensor:
@@ -576,7 +646,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     stacked = StackedSSVAE(models)
     optimiser = torch.optim.Adam(stacked.parameters(), lr=first.lr)
     generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
-    eval_generator = torch.Generator(device=device)
+    eval_generators = [torch.Generator(device=device) for _ in configs]
     rngs = [np.random.default_rng(np.random.SeedSequence([c.seed, 11])) for c in configs]
     alpha = torch.tensor([c.alpha for c in configs], device=device)
     gamma = torch.tensor([c.gamma for c in configs], device=device)
@@ -601,15 +671,18 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
                 optimiser.step()
                 totals, count = totals + values, count + 1
             train_seconds = time.perf_counter() - started
-            for r, (c, p) in enumerate(zip(configs, chunk.preps)):
-                if errors[r] is not None:
-                    continue
-                models[r].load_state_dict(stacked.run_state_dict(r))
-                eval_generator.manual_seed(c.seed + train_mod.EVAL_SEED_OFFSET)   # as train.train does each epoch
-                result = train_mod.evaluate(models[r], *chunk.evals[r], iwae_samples=c.iwae_samples,
-                                            iwae_examples=c.iwae_examples, generator=eval_generator)
+            alive = [r for r in range(len(configs)) if errors[r] is None]
+            for g, r in zip(eval_generators, alive):   # as train.train seeds its evaluation each epoch
+                g.manual_seed(configs[r].seed + train_mod.EVAL_SEED_OFFSET)
+            x_eval, y_eval = (chunk.x_eval, chunk.y_eval) if len(alive) == len(configs) else \
+                (chunk.x_eval[alive], chunk.y_eval[alive])
+            scores_now = evaluate_runs(stacked.subset(alive), x_eval, y_eval,
+                                       eval_generators[:len(alive)], iwae_samples=first.iwae_samples,
+                                       iwae_examples=first.iwae_examples)
+            for r, result in zip(alive, scores_now):
+                split = chunk.preps[r].eval_split
                 histories[r].append({"epoch": epoch, "step": step, "train_loss": float(totals[r]) / max(count, 1),
-                                     **{f"{p.eval_split}_{k}": v for k, v in result.items()},
+                                     **{f"{split}_{k}": v for k, v in result.items()},
                                      "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - started})
             bar.update(1)
             if all(e is not None for e in errors):
@@ -620,7 +693,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     for r, c in enumerate(configs):
         models[r].load_state_dict(stacked.run_state_dict(r))
         models[r].eval()
-        run_scores = _posterior_scores(models[r], *chunk.evals[r]) if scores and errors[r] is None else None
+        run_scores = _posterior_scores(models[r], chunk.x_eval[r], chunk.y_eval[r]) if scores and errors[r] is None else None
         outcomes.append(RunOutcome(c, histories[r], models[r], run_scores, errors[r], ds.name, ds.provenance))
     return outcomes
 

@@ -34,6 +34,7 @@ LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
 CHECKPOINT_FORMAT = "ssvae_lib.checkpoint/1"
 EVAL_SEED_OFFSET = 1_000_003   # evaluation noise: generator seeded with seed + this, every epoch
+EVAL_BATCH = 500               # images per evaluation batch (each batch draws its own noise)
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
 ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order")
 
@@ -283,7 +284,7 @@ def _corrupted(config: TrainConfig, labels: torch.Tensor, n_classes: int, epoch:
 # -- evaluation ----------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: int = 16,
-             iwae_examples: int = 500, batch_size: int = 500, generator=None) -> dict:
+             iwae_examples: int = 500, batch_size: int = EVAL_BATCH, generator=None) -> dict:
     """Accuracy of argmax q(y|x), the mean ELBO (Eq. 9, exact enumeration) and an IWAE estimate of
     log p(x) with ``iwae_samples`` samples on the first ``iwae_examples`` images (nats per image)."""
     model.eval()

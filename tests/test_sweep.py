@@ -105,6 +105,36 @@ def test_supervised_bounds_with_per_example_alpha(objective, order):
 
 
 # ---------------------------------------------------------------------------------------------------
+# batched evaluation == train.evaluate run by run
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", ["label_first", "style_first"])
+@pytest.mark.parametrize("shared_images", [False, True])
+def test_evaluate_runs_equals_evaluate_run_by_run(order, shared_images):
+    """Several evaluation batches (37 images in batches of 16, IWAE on the first 20) computed in passes of
+    7 images per run: the noise must be drawn in train.evaluate's order for every run."""
+    runs, n, D = 3, 37, 12
+    torch.manual_seed(0)
+    models = [SSVAE(D, 8, 10, 4, order=order) for _ in range(runs)]
+    x = torch.rand(1 if shared_images else runs, n, D).expand(runs, -1, -1)
+    y = torch.randint(0, 10, (runs, n))
+    generators = [torch.Generator().manual_seed(100 + r) for r in range(runs)]
+    got = sweep.evaluate_runs(StackedSSVAE(models), x, y, generators, iwae_samples=3, iwae_examples=20,
+                              rows=7, batch_size=16)
+    for r, model in enumerate(models):
+        want = T.evaluate(model, x[r], y[r], iwae_samples=3, iwae_examples=20, batch_size=16,
+                          generator=torch.Generator().manual_seed(100 + r))
+        assert got[r] == pytest.approx(want, rel=1e-5), r
+    assert len({g["elbo"] for g in got}) == runs        # different models and noise: different values
+
+
+def test_evaluate_runs_checks_its_inputs():
+    stacked = StackedSSVAE([SSVAE(12, 8, 10, 4), SSVAE(12, 8, 10, 4)])
+    with pytest.raises(ValueError, match="do not match"):
+        sweep.evaluate_runs(stacked, torch.rand(3, 5, 12), torch.zeros(3, 5, dtype=torch.long),
+                            [torch.Generator()] * 3)
+
+
+# ---------------------------------------------------------------------------------------------------
 # batched training == sequential training
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("objective, order, labelling", [
@@ -165,15 +195,14 @@ def test_leakage_scores_of_the_posterior_mean_are_recorded(digits, monkeypatch):
         seen["z"], seen["y"] = z, y
         return {"fake_score": 0.25}
 
-    monkeypatch.setattr(sweep, "leakage_scores", fake)
+    monkeypatch.setattr(sweep.metrics, "leakage_scores", fake)
     config = tiny(epochs=1)
     outcome = sweep.train_runs([config], dataset=digits, progress=False)[0]
     assert outcome.scores == {"fake_score": 0.25}
     x_test = digits.x_test[:config.max_test]
     torch.testing.assert_close(seen["z"], outcome.model.infer_style(x_test))
     assert torch.equal(seen["y"], digits.y_test[:config.max_test])
-    monkeypatch.setattr(sweep, "leakage_scores", None)   # metrics without leakage_scores: no scores
-    assert sweep.train_runs([config], dataset=digits, progress=False)[0].scores is None
+    assert sweep.train_runs([config], dataset=digits, scores=False, progress=False)[0].scores is None
 
 
 # ---------------------------------------------------------------------------------------------------
