@@ -56,7 +56,6 @@ from . import train as train_mod
 from .models import SSVAE
 from .train import TrainConfig
 
-
 RECORD_FORMAT = "ssvae_lib.sweep-run/1"
 RECORDS = "records"               # sub-folder of a results folder holding one JSON record per run
 PROTOCOLS = {"thesis": ("thesis", "per_epoch"), "corrected": ("fixed", "fixed")}
@@ -553,7 +552,7 @@ def _index_dataset(ds: data_mod.Dataset) -> data_mod.Dataset:
                                factors_train=None, factors_test=None)
 
 
-def _posterior_scores(model: SSVAE, x: torch.Tensor, y: torch.Tensor) -> dict | None:
+def _posterior_scores(model: SSVAE, x: torch.Tensor, y: torch.Tensor) -> dict:
     """``metrics.leakage_scores`` of the posterior-mean z (``model.infer_style``) against the labels."""
     z = torch.cat([model.infer_style(x[i:i + 1000]) for i in range(0, len(x), 1000)])
     return {k: float(v) for k, v in metrics.leakage_scores(z.cpu(), y.cpu()).items()}
