@@ -66,6 +66,7 @@ AXIS_FIELDS = ("alpha", "corruption_rate", "n_labelled", "labelling", "corruptio
 PER_RUN_FIELDS = ("seed", "n_labelled", "alpha", "gamma", "corruption_rate", "corruption_protocol")
 CPU_MAX_RUNS = 8                 # runs per stacked model on a CPU (benchmarks/sweep_throughput.py)
 CPU_MEMORY_BUDGET = 2 << 30      # bytes a chunk may use on a CPU
+CPU_EVAL_PASS = 512 << 20        # bytes of one evaluation pass on a CPU (larger passes ran slower)
 GPU_MEMORY_FRACTION = 0.6        # share of the free GPU memory a chunk may use
 
 
@@ -387,10 +388,18 @@ class StackedSSVAE(nn.Module):
         return self._folded(self._decode(y, z))
 
     def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|y,z) summed over pixels, as SSVAE.log_likelihood, computed run-first."""
-        logits = self._decode(y, z)
-        x = self._align(self._run_first(x), logits.dim())
-        per_image = (x * logits - F.softplus(logits)).sum(-1)                    # [R, ..., b]
+        """log p(x|y,z) summed over pixels, as SSVAE.log_likelihood (Σ_d x_d·l_d = h·(Wᵀx) + b·x), run-first."""
+        label = self._layer("decoder_in_label", self._run_first(self.onehot(y)))
+        style = self._layer("decoder_in_style", self._run_first(z))
+        hidden = F.relu(self._sum(label, style))                                  # [R, ..., b, H]
+        layer = self.decoder_out
+        weight = layer.weight if self._runs is None else layer.weight[self._runs]  # [R, D, H]
+        bias = layer.bias if self._runs is None else layer.bias[self._runs]        # [R, D]
+        xr = self._run_first(x)                                                    # [R, b, D]
+        x_dot = torch.bmm(xr, weight)                                              # [R, b, H]
+        x_dot_logits = (hidden * self._align(x_dot, hidden.dim())).sum(-1) \
+            + self._align((xr * bias[:, None, :]).sum(-1), hidden.dim() - 1)
+        per_image = x_dot_logits - F.softplus(self._layer("decoder_out", hidden)).sum(-1)   # [R, ..., b]
         return self._folded(per_image.unsqueeze(-1)).squeeze(-1)
 
 
@@ -468,9 +477,9 @@ def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: in
 
 def eval_rows_per_run(model, n_runs: int, iwae_samples: int, device: torch.device) -> int:
     """Images per run in one pass of :func:`evaluate_runs`: its largest tensors are the IWAE's
-    ``[C, K, R·rows, D]`` decoder logits (and a few of the same size), kept within ``CPU_MEMORY_BUDGET``
+    ``[C, K, R·rows, D]`` decoder logits (and a few of the same size), kept within ``CPU_EVAL_PASS``
     on a CPU and ``GPU_MEMORY_FRACTION`` of the free memory on CUDA."""
-    budget = CPU_MEMORY_BUDGET
+    budget = CPU_EVAL_PASS
     if device.type == "cuda":
         budget = int(GPU_MEMORY_FRACTION * torch.cuda.mem_get_info(device)[0])
     per_image = 4 * 4 * model.n_classes * iwae_samples * max(model.input_dim, model.hidden_dim)
