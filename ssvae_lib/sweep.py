@@ -470,8 +470,8 @@ def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: in
     def drawn(n, samples):
         parts = [_normal((samples, min(batch_size, n - start), style_dim), generator)
                  for start in range(0, n, batch_size)]
-        return torch.cat(parts, dim=1) if parts else _normal((samples, 0, style_dim), generator)
-    elbo_eps = drawn(n_images, 1)
+        return torch.cat(parts, dim=1)
+    elbo_eps = drawn(n_images, 1)                      # all ELBO batches first, as train.evaluate
     return elbo_eps, drawn(n_iwae, iwae_samples)
 
 
@@ -504,7 +504,7 @@ def evaluate_runs(stacked: StackedSSVAE, x: torch.Tensor, y: torch.Tensor, gener
     elbo_eps = torch.stack([e for e, _ in noise], dim=1).to(x.device)          # [1, R, n, Dz]
     iwae_eps = torch.stack([e for _, e in noise], dim=1).to(x.device)          # [K, R, n_iwae, Dz]
     rows = rows or eval_rows_per_run(stacked, n_runs, iwae_samples, x.device)
-    fold = lambda t: t.reshape(*t.shape[:-3], -1, t.shape[-1])                 # noqa: E731  [.., R, b, F] -> [.., R·b, F]
+    fold = lambda t: t.reshape(*t.shape[:-3], -1, t.shape[-1])   # noqa: E731  [..., R, b, F] -> [..., R·b, F]
     correct = torch.zeros(n_runs, device=x.device)
     elbo, log_px = torch.zeros(n_runs, dtype=torch.float64), torch.zeros(n_runs, dtype=torch.float64)
     stacked.eval()
@@ -701,7 +701,8 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     for r, c in enumerate(configs):
         models[r].load_state_dict(stacked.run_state_dict(r))
         models[r].eval()
-        run_scores = _posterior_scores(models[r], chunk.x_eval[r], chunk.y_eval[r]) if scores and errors[r] is None else None
+        ok = scores and errors[r] is None
+        run_scores = _posterior_scores(models[r], chunk.x_eval[r], chunk.y_eval[r]) if ok else None
         outcomes.append(RunOutcome(c, histories[r], models[r], run_scores, errors[r], ds.name, ds.provenance))
     return outcomes
 
