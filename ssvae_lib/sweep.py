@@ -344,10 +344,10 @@ class StackedSSVAE(nn.Module):
             raise ValueError(f"expected inputs [R·b, {self.input_dim}], got shape {tuple(x.shape)}")
         return F.relu(self._layer("hidden", self._run_first(x)))                  # [R, b, H]
 
-    def _decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _decoder_hidden(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         label = self._layer("decoder_in_label", self._run_first(self.onehot(y)))
         style = self._layer("decoder_in_style", self._run_first(z))
-        return self._layer("decoder_out", F.relu(self._sum(label, style)))         # [R, ..., b, D]
+        return F.relu(self._sum(label, style))                                     # [R, ..., b, H]
 
     # -- the SSVAE interface (see models.SSVAE) ---------------------------------------------------
     def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
@@ -385,13 +385,11 @@ class StackedSSVAE(nn.Module):
         return self._folded(logits)
 
     def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self._folded(self._decode(y, z))
+        return self._folded(self._layer("decoder_out", self._decoder_hidden(y, z)))
 
     def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|y,z) summed over pixels, as SSVAE.log_likelihood (Σ_d x_d·l_d = h·(Wᵀx) + b·x), run-first."""
-        label = self._layer("decoder_in_label", self._run_first(self.onehot(y)))
-        style = self._layer("decoder_in_style", self._run_first(z))
-        hidden = F.relu(self._sum(label, style))                                  # [R, ..., b, H]
+        hidden = self._decoder_hidden(y, z)                                        # [R, ..., b, H]
         layer = self.decoder_out
         weight = layer.weight if self._runs is None else layer.weight[self._runs]  # [R, D, H]
         bias = layer.bias if self._runs is None else layer.bias[self._runs]        # [R, D]
