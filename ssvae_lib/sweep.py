@@ -239,15 +239,20 @@ class StackedLinear(nn.Module):
         has_bias = layers[0].bias is not None
         self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]).clone()) if has_bias else None
 
+    def selected(self, runs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weights ``[R', out, in]`` and biases ``[R', out]`` of the selected runs (all when None)."""
+        if runs is None:
+            return self.weight, self.bias
+        return self.weight[runs], None if self.bias is None else self.bias[runs]
+
     def forward(self, t: torch.Tensor, runs: torch.Tensor | None = None) -> torch.Tensor:
-        weight = self.weight if runs is None else self.weight[runs]
+        weight, bias = self.selected(runs)
         flat = t.reshape(t.shape[0], -1, t.shape[-1])                       # [R|1, M, in]
         if flat.shape[0] != weight.shape[0]:                                # one input shared by all runs
             flat = flat.expand(weight.shape[0], -1, -1)
-        if self.bias is None:
+        if bias is None:
             out = torch.bmm(flat, weight.transpose(1, 2))                   # [R, M, out]
         else:
-            bias = self.bias if runs is None else self.bias[runs]
             out = torch.baddbmm(bias[:, None, :], flat, weight.transpose(1, 2))
         return out.reshape(weight.shape[0], *t.shape[1:-1], weight.shape[1])
 
@@ -390,9 +395,7 @@ class StackedSSVAE(nn.Module):
     def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|y,z) summed over pixels, as SSVAE.log_likelihood (Σ_d x_d·l_d = h·(Wᵀx) + b·x), run-first."""
         hidden = self._decoder_hidden(y, z)                                        # [R, ..., b, H]
-        layer = self.decoder_out
-        weight = layer.weight if self._runs is None else layer.weight[self._runs]  # [R, D, H]
-        bias = layer.bias if self._runs is None else layer.bias[self._runs]        # [R, D]
+        weight, bias = self.decoder_out.selected(self._runs)                       # [R, D, H], [R, D]
         xr = self._run_first(x)                                                    # [R, b, D]
         x_dot = torch.bmm(xr, weight)                                              # [R, b, H]
         x_dot_logits = (hidden * self._align(x_dot, hidden.dim())).sum(-1) \
