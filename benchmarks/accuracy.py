@@ -17,7 +17,7 @@ import time
 
 from ssvae_lib.train import TUNED, TrainConfig, train
 
-TUNING_GRID = {"beta": [6.0, 8.0], "gamma": [0.25, 0.5, 0.75, 1.0]}   # the last round (README)
+TUNING_GRID = {"beta": [6.0, 8.0], "gamma": [0.25, 0.5, 0.75, 1.0]}   # the second round (README)
 
 
 def parse_overrides(pairs):
