@@ -1,5 +1,6 @@
 """Test accuracy with M = 100 labels on the best offline dataset (MNIST-10k: 8k pool / 2k test),
-mean and std over seeds, for both objectives, with wall time.
+mean and std over seeds, for both objectives, with wall time, and per seed the classifier's commonest
+mistake (true digit -> predicted digit).
 
     python benchmarks/accuracy.py                       # train.TUNED settings, 5 seeds, test set
     python benchmarks/accuracy.py --tune                # the tuning grid, scored on a validation split
@@ -15,7 +16,8 @@ import json
 import statistics
 import time
 
-from ssvae_lib.train import TUNED, TrainConfig, train
+from ssvae_lib.metrics import most_confused
+from ssvae_lib.train import TUNED, TrainConfig, confusion, train
 
 TUNING_GRID = {"beta": [6.0, 8.0], "gamma": [0.25, 0.5, 0.75, 1.0]}   # the second round (README)
 
@@ -30,14 +32,15 @@ def parse_overrides(pairs):
 
 
 def run(config_kwargs, seeds, split):
-    accuracies, started = [], time.perf_counter()
+    accuracies, mistakes, started = [], [], time.perf_counter()
     for seed in seeds:
         result = train(TrainConfig(**{**config_kwargs, "seed": seed}), progress=False)
         accuracies.append(result.final(f"{split}_accuracy"))
+        mistakes.append(most_confused(confusion(result)))   # (true, predicted, count)
     seconds = time.perf_counter() - started
     mean = statistics.mean(accuracies)
     std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-    return mean, std, accuracies, seconds
+    return mean, std, accuracies, mistakes, seconds
 
 
 def main():
@@ -59,14 +62,18 @@ def main():
             kwargs = {**base, **point, "objective": objective}
             if args.tune:
                 kwargs["validation_size"] = args.validation
-            mean, std, accs, seconds = run(kwargs, range(args.seeds), split)
+            mean, std, accs, mistakes, seconds = run(kwargs, range(args.seeds), split)
             row = {"objective": objective, **point, **{k: v for k, v in base.items()},
                    f"{split}_accuracy_mean": mean, f"{split}_accuracy_std": std, "per_seed": accs,
+                   "most_confused": mistakes,
                    "seeds": args.seeds, "wall_seconds": seconds}
             rows.append(row)
             settings = " ".join(f"{k}={v}" for k, v in {**base, **point}.items())
             print(f"objective={objective} {settings} {split}_accuracy={mean:.4f}±{std:.4f} "
                   f"(n={args.seeds} seeds) wall={seconds:.0f}s", flush=True)
+            for seed, (acc, (true, predicted, count)) in enumerate(zip(accs, mistakes)):
+                print(f"  seed={seed} {split}_accuracy={acc:.4f} most_confused={true}->{predicted} ({count} images)",
+                      flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -13,6 +13,8 @@ Two questions that the seminar thesis's §5 (Figures 2-3) runs together:
    arrays of codes and factors (``mig``, ``dci``, ``sap``) and the interventional ones that draw
    their own batches from a sampler (``beta_vae_score``, ``factor_vae_score``). Higher is better.
 
+``confusion_matrix`` and ``most_confused`` show which digits the classifier q(y|x) mixes up.
+
 Codes and factors may be numpy arrays or torch tensors: codes ``[N, d]`` (float), factors
 ``[N, K]`` (integer classes), labels ``[N]`` (integer classes). Mutual information is in nats,
 estimated with equal-width histograms of each code dimension (20 bins by default).
@@ -167,6 +169,35 @@ def mutual_information_matrix(codes, factors, n_bins: int = 20) -> np.ndarray:
         raise ValueError(f"codes have {binned.shape[0]} rows but factors have {f.shape[0]}")
     return np.array([[discrete_mutual_information(binned[:, j], f[:, k]) for k in range(f.shape[1])]
                      for j in range(binned.shape[1])])
+
+
+# --------------------------------------------------------------------------------------------
+# Which digits the classifier q(y|x) mixes up
+# --------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(labels, predictions, n_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of examples of true class i predicted as class j, ``[n_classes, n_classes]``;
+    accuracy is ``trace(C) / C.sum()``."""
+    n_classes = _check_positive_int("n_classes", n_classes)
+    t = _class_array(labels, "labels", 1)
+    p = _class_array(predictions, "predictions", 1)
+    if t.size != p.size:
+        raise ValueError(f"labels and predictions must have equal length, got {t.size} and {p.size}")
+    for name, v in (("labels", t), ("predictions", p)):
+        if v.size and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"{name} must lie in [0, {n_classes}), got values in [{v.min()}, {v.max()}]")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def most_confused(confusion) -> tuple[int, int, int]:
+    """The largest off-diagonal entry of a confusion matrix: (true class, predicted class, count)."""
+    c = np.array(confusion, dtype=np.int64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 2:
+        raise ValueError(f"confusion must be a square matrix of at least 2 classes, got shape {c.shape}")
+    np.fill_diagonal(c, -1)
+    i, j = np.unravel_index(np.argmax(c), c.shape)
+    return int(i), int(j), int(c[i, j])
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,6 +79,27 @@ def style_figure(grid, image_shape, y, dims, values):
                       title=f"Style exploration: y = {y}, z{dims[0]} and z{dims[1]} varied")
 
 
+def confusion_figure(confusion, title: str | None = None, fig=None):
+    """A confusion matrix (``metrics.confusion_matrix``) as a heat map with its counts: rows are the true
+    digits, columns the predicted ones; the diagonal is what the classifier gets right."""
+    c = np.asarray(confusion)
+    fig = _new_figure(fig, (4.6, 4.0))
+    ax = fig.subplots()
+    ax.imshow(c, cmap="Blues")
+    for (i, j), count in np.ndenumerate(c):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if count > c.max() / 2 else "black")
+    ax.set_xticks(range(c.shape[1]))
+    ax.set_yticks(range(c.shape[0]))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    accuracy = np.trace(c) / max(c.sum(), 1)
+    ax.set_title(title or f"accuracy {accuracy:.3f} on {c.sum()} images", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, name: str, directory: str | Path | None = None) -> list[Path]:
     """Write ``fig`` as ``directory/name.png`` and ``.pdf`` (default: ``settings.figures_dir()``);
     returns the paths."""

@@ -303,6 +303,21 @@ def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: in
     return {"accuracy": correct / len(y), "elbo": elbo / len(y), "log_likelihood": log_px / max(n_iwae, 1)}
 
 
+@torch.no_grad()
+def confusion(result: TrainResult, dataset: data_mod.Dataset | None = None) -> np.ndarray:
+    """``metrics.confusion_matrix`` of argmax q(y|x) on the run's evaluation split (the split its
+    history's accuracy was measured on): rows true digits, columns predicted ones."""
+    prep = prepare_data(result.config, dataset)
+    model = result.model
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions = torch.cat([model.classify(prep.x_eval[start:start + EVAL_BATCH].to(device)).argmax(-1).cpu()
+                             for start in range(0, len(prep.y_eval), EVAL_BATCH)])
+    model.train(was_training)
+    return metrics.confusion_matrix(prep.y_eval, predictions, prep.dataset.n_classes)
+
+
 # -- the loop ------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE:
     return SSVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
@@ -389,7 +404,7 @@ def _check_finite(loss, terms, state):
     bad = [name for name, value in terms.items() if not torch.isfinite(value)]
     raise NonFiniteLossError(f"non-finite loss at epoch {state.epoch}, step {state.step}: "
                              f"term(s) {', '.join(bad) or 'total'} = "
-                             f"{', '.join(str(float(terms[b])) for b in bad)}")
+                             f"{', '.join(str(float(terms[b].detach())) for b in bad)}")
 
 
 def _progress_bar(total: int, enabled: bool):

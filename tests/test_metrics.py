@@ -98,6 +98,30 @@ def test_mutual_information_is_symmetric_and_bounded_by_the_entropies(a, random)
     assert -1e-12 <= i_ab <= min(M.discrete_entropy(a), M.discrete_entropy(b)) + 1e-12
 
 
+def test_confusion_matrix_counts_each_true_predicted_pair():
+    labels = np.array([0, 0, 1, 1, 1, 2, 2])
+    predictions = torch.tensor([0, 1, 1, 1, 2, 1, 1])
+    confusion = M.confusion_matrix(labels, predictions, n_classes=4)
+    np.testing.assert_array_equal(confusion, [[1, 1, 0, 0], [0, 2, 1, 0], [0, 2, 0, 0], [0, 0, 0, 0]])
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(3 / 7)
+    assert M.most_confused(confusion) == (2, 1, 2)
+    assert M.most_confused(np.eye(3, dtype=int) * 5) == (0, 1, 0)   # no mistakes: a zero count
+    with pytest.raises(ValueError, match="square"):
+        M.most_confused(np.zeros((2, 3), dtype=int))
+
+
+@pytest.mark.parametrize("labels, predictions, n_classes, message", [
+    ([0, 1], [0], 2, "equal length"),
+    ([0, 2], [0, 1], 2, "labels must lie in"),
+    ([0, 1], [0, -1], 2, "predictions must lie in"),
+    ([0.5, 1], [0, 1], 2, "integer classes"),
+    ([0, 1], [0, 1], 0, "n_classes"),
+])
+def test_confusion_matrix_rejects_bad_input(labels, predictions, n_classes, message):
+    with pytest.raises(ValueError, match=message):
+        M.confusion_matrix(np.array(labels), np.array(predictions), n_classes)
+
+
 def test_histogram_discretise_uses_equal_width_bins_between_min_and_max():
     x = (np.arange(20) + 0.5) / 20
     assert np.array_equal(M.histogram_discretise(x[:, None], 20)[:, 0], np.arange(20))

@@ -94,6 +94,12 @@ def test_training_decreases_the_loss_and_is_deterministic(digits, objective, ord
 def test_validation_split_replaces_the_test_set(digits):
     result = T.train(tiny(validation_size=100, epochs=1), dataset=digits, progress=False)
     assert "validation_accuracy" in result.history[0] and "test_accuracy" not in result.history[0]
+    # The confusion matrix is taken on the same split: its diagonal is the history's accuracy.
+    result.model.train()
+    confusion = T.confusion(result, digits)
+    assert confusion.shape == (10, 10) and confusion.sum() == 100
+    assert confusion.trace() / 100 == result.final("validation_accuracy")
+    assert result.model.training    # left in the mode it was found in
 
 
 @pytest.mark.parametrize("labelling, protocol", [("thesis", "per_epoch"), ("fixed", "fixed"), ("fixed", "per_epoch")])

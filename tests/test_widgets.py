@@ -319,6 +319,15 @@ def test_live_training_figure_draws_each_series():
     assert plots.figure_png(fig)[:4] == b"\x89PNG"
 
 
+def test_confusion_figure_shows_every_nonzero_count_and_the_accuracy():
+    confusion = np.array([[5, 1, 0], [0, 3, 0], [2, 0, 4]])
+    fig = plots.confusion_figure(confusion)
+    (ax,) = fig.axes
+    np.testing.assert_array_equal(ax.images[0].get_array(), confusion)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["5", "1", "3", "2", "4"])
+    assert ax.get_title() == "accuracy 0.800 on 15 images"
+
+
 def _readable_model(decoder_uses_y: bool) -> SSVAE:
     """A 3-pixel, 3-class model whose classifier reads the brightest pixel; its decoder either writes
     pixel y (uses the label) or always pixel 0 (ignores it)."""
