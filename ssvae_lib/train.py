@@ -284,15 +284,22 @@ def _corrupted(config: TrainConfig, labels: torch.Tensor, n_classes: int, epoch:
 
 # -- evaluation ----------------------------------------------------------------------------------------
 @torch.no_grad()
+def predict(model: SSVAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """argmax q(y|x) per image, in batches (deterministic: no sampling)."""
+    return torch.cat([model.classify(x[start:start + batch_size]).argmax(-1)
+                      for start in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
 def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: int = 16,
              iwae_examples: int = 500, batch_size: int = EVAL_BATCH, generator=None) -> dict:
     """Accuracy of argmax q(y|x), the mean ELBO (Eq. 9, exact enumeration) and an IWAE estimate of
     log p(x) with ``iwae_samples`` samples on the first ``iwae_examples`` images (nats per image)."""
     model.eval()
-    correct, elbo = 0, 0.0
+    correct = int((predict(model, x, batch_size) == y).sum())
+    elbo = 0.0
     for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        correct += int((model.classify(xb).argmax(-1) == yb).sum())
+        xb = x[start:start + batch_size]
         elbo += float(objectives.unsupervised_bound(model, xb, method="enumerate", generator=generator).sum())
     n_iwae = min(iwae_examples, len(y))
     log_px = 0.0
@@ -303,19 +310,13 @@ def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: in
     return {"accuracy": correct / len(y), "elbo": elbo / len(y), "log_likelihood": log_px / max(n_iwae, 1)}
 
 
-@torch.no_grad()
 def confusion(result: TrainResult, dataset: data_mod.Dataset | None = None) -> np.ndarray:
     """``metrics.confusion_matrix`` of argmax q(y|x) on the run's evaluation split (the split its
     history's accuracy was measured on): rows true digits, columns predicted ones."""
     prep = prepare_data(result.config, dataset)
-    model = result.model
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    predictions = torch.cat([model.classify(prep.x_eval[start:start + EVAL_BATCH].to(device)).argmax(-1).cpu()
-                             for start in range(0, len(prep.y_eval), EVAL_BATCH)])
-    model.train(was_training)
-    return metrics.confusion_matrix(prep.y_eval, predictions, prep.dataset.n_classes)
+    device = next(result.model.parameters()).device
+    predictions = predict(result.model, prep.x_eval.to(device))
+    return metrics.confusion_matrix(prep.y_eval, predictions.cpu(), prep.dataset.n_classes)
 
 
 # -- the loop ------------------------------------------------------------------------------------------
