@@ -537,6 +537,31 @@ def split_labelled(labels, n_labelled: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(indices.astype(np.int64))
 
 
+def random_shift(x: torch.Tensor, image_shape: tuple[int, int], max_shift: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of ``x`` ``[N, H*W]`` by its own random offset (dy, dx), each uniform on
+    {-max_shift, ..., max_shift}; pixels moved in from outside are 0 (background). Data augmentation
+    of the labelled images (README, Benchmarks); ``max_shift=0`` returns ``x`` unchanged."""
+    _check_int("max_shift", max_shift, low=0)
+    if len(image_shape) != 2:
+        raise ValueError(f"random_shift needs 2-d images, got image_shape {tuple(image_shape)}")
+    height, width = (int(s) for s in image_shape)
+    if x.dim() != 2 or x.shape[1] != height * width:
+        raise ValueError(f"expected images of shape [N, {height * width}], got {tuple(x.shape)}")
+    if max_shift >= min(height, width):
+        raise ValueError(f"max_shift={max_shift} would move a {height}x{width} image out of its frame")
+    if max_shift == 0:
+        return x
+    n, s = x.shape[0], max_shift
+    device = generator.device if generator is not None else x.device
+    dy, dx = (torch.randint(0, 2 * s + 1, (n,), generator=generator, device=device).to(x.device)
+              for _ in range(2))
+    padded = torch.nn.functional.pad(x.view(n, height, width), (s, s, s, s))
+    rows = (dy[:, None] + torch.arange(height, device=x.device))[:, :, None]     # [N, H, 1]
+    cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, :]      # [N, 1, W]
+    return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, height * width)
+
+
 def corrupt_labels(labels, rate: float, n_classes: int, seed: int, protocol: str = "fixed",
                    epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace round(rate * M) of the M labels, each by a uniformly drawn *different* class.

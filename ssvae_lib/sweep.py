@@ -579,6 +579,7 @@ class _Chunk:
     x_eval: torch.Tensor
     y_eval: torch.Tensor
     x_train: torch.Tensor
+    image_shape: tuple
 
 
 def _prepare_chunk(configs: Sequence[TrainConfig], ds: data_mod.Dataset, device: torch.device) -> _Chunk:
@@ -593,7 +594,7 @@ def _prepare_chunk(configs: Sequence[TrainConfig], ds: data_mod.Dataset, device:
     else:
         x_eval = torch.stack([source(split)[r.to(device)] for split, r in rows])
         y_eval = torch.stack([p.y_eval for p in preps]).to(device)
-    return _Chunk(preps, [p.x_pool[:, 0].long() for p in preps], x_eval, y_eval, x_train)
+    return _Chunk(preps, [p.x_pool[:, 0].long() for p in preps], x_eval, y_eval, x_train, ds.image_shape)
 
 
 def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generators, alpha, gamma) -> torch.Tensor:
@@ -602,6 +603,11 @@ def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generat
     ``train._batches``; L_U is evaluated on the runs with an unlabelled batch, L_S on those with a
     labelled batch (with the thesis's labelling a run has one or the other)."""
     first, device = configs[0], alpha.device
+    lab = [r for r, (_, l, _) in enumerate(per_run) if l is not None]
+    x_lab = [chunk.x_train[chunk.pool_rows[r][per_run[r][1]].to(device)] for r in lab]
+    if first.augment_shift:   # drawn before the step noise, as train.train draws it
+        x_lab = [data_mod.random_shift(x, chunk.image_shape, first.augment_shift, generators[r])
+                 for r, x in zip(lab, x_lab)]
     noises = [draw_step_noise(c, stacked.order, stacked.style_dim, stacked.n_classes,
                               None if u is None else len(u), None if l is None else len(l), g)
               for c, (u, l, _), g in zip(configs, per_run, generators)]
@@ -617,12 +623,10 @@ def _step_losses(stacked: StackedSSVAE, configs, chunk: _Chunk, per_run, generat
             gumbel=_cat([noises[r] for r in unlab], "u_gumbel"))
         index = torch.as_tensor(unlab, device=device)
         losses = losses.index_add(0, index, -bound.view(len(unlab), -1).sum(1) / batch[index])
-    lab = [r for r, (_, l, _) in enumerate(per_run) if l is not None]
     if lab:
-        rows = torch.stack([chunk.pool_rows[r][per_run[r][1]] for r in lab]).to(device)
         y = torch.stack([per_run[r][2] for r in lab]).to(device)
         index = torch.as_tensor(lab, device=device)
-        bound = supervised_bounds(stacked.subset(lab), first, chunk.x_train[rows.reshape(-1)], y.reshape(-1),
+        bound = supervised_bounds(stacked.subset(lab), first, torch.cat(x_lab), y.reshape(-1),
                                   alpha[index].repeat_interleave(y.shape[1]), _cat([noises[r] for r in lab], "l_eps"))
         losses = losses.index_add(0, index, -gamma[index] * bound.view(len(lab), -1).sum(1) / batch[index])
     return losses

@@ -22,6 +22,7 @@ from ssvae_lib.data import (
     MissingDataError,
     corrupt_labels,
     load_dataset,
+    random_shift,
     read_idx,
     split_labelled,
     split_train_test,
@@ -542,6 +543,52 @@ def test_split_labelled_errors():
     with pytest.raises(ValueError, match="integer"):
         split_labelled(labels, 2.5, 0)
     assert len(split_labelled(labels, 7, 0)) == 7  # 4 + 3 works: class 1 gives all it has
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation: random translations
+# --------------------------------------------------------------------------------------------
+def translations(image: torch.Tensor, max_shift: int) -> list[torch.Tensor]:
+    """Every translation of a 2-d image by (dy, dx) in {-s..s}^2, zero-filled (written with slices)."""
+    height, width = image.shape
+    out = []
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            moved = torch.zeros_like(image)
+            moved[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+                image[max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+            out.append(moved)
+    return out
+
+
+@pytest.mark.parametrize("max_shift", [1, 2])
+def test_random_shift_translates_each_image_by_its_own_offset(max_shift):
+    x = torch.rand(300, 5 * 7)
+    shifted = random_shift(x, (5, 7), max_shift, torch.Generator().manual_seed(0))
+    used = set()
+    for original, moved in zip(x.view(-1, 5, 7), shifted.view(-1, 5, 7)):
+        matches = [k for k, t in enumerate(translations(original, max_shift)) if torch.equal(t, moved)]
+        assert len(matches) == 1
+        used.add(matches[0])
+    assert used == set(range((2 * max_shift + 1) ** 2))   # every offset occurs among 300 images
+    again = random_shift(x, (5, 7), max_shift, torch.Generator().manual_seed(0))
+    assert torch.equal(again, shifted)                      # seeded: reproducible
+
+
+def test_random_shift_keeps_a_centred_digit_whole():
+    x = torch.zeros(50, 8, 8)
+    x[:, 2:6, 2:6] = torch.rand(50, 4, 4)                  # a 2-pixel empty border
+    shifted = random_shift(x.view(50, 64), (8, 8), 2, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(shifted.sum(1), x.view(50, 64).sum(1))
+    assert torch.equal(random_shift(x.view(50, 64), (8, 8), 0), x.view(50, 64))
+
+
+@pytest.mark.parametrize("shape, max_shift, match", [
+    ((64,), 1, "2-d images"), ((4, 4), 1, "shape"), ((8, 8), 8, "out of its frame"),
+    ((8, 8), -1, "outside the allowed range"), ((8, 8), 1.5, "integer")])
+def test_random_shift_rejects_bad_input(shape, max_shift, match):
+    with pytest.raises(ValueError, match=match):
+        random_shift(torch.rand(3, 64), shape, max_shift)
 
 
 # --------------------------------------------------------------------------------------------

@@ -137,14 +137,15 @@ def test_evaluate_runs_checks_its_inputs():
 # ---------------------------------------------------------------------------------------------------
 # batched training == sequential training
 # ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("objective, order, labelling", [
-    ("m2", "label_first", "fixed"), ("ssvae", "label_first", "fixed"), ("ssvae", "style_first", "fixed"),
-    ("m2", "label_first", "thesis"), ("ssvae", "style_first", "thesis")])
-def test_stacked_training_equals_sequential_training(digits, objective, order, labelling):
+@pytest.mark.parametrize("objective, order, labelling, shift", [
+    ("m2", "label_first", "fixed", 0), ("ssvae", "label_first", "fixed", 0), ("ssvae", "style_first", "fixed", 0),
+    ("m2", "label_first", "thesis", 0), ("ssvae", "style_first", "thesis", 0),
+    ("m2", "label_first", "fixed", 1), ("ssvae", "style_first", "thesis", 2)])
+def test_stacked_training_equals_sequential_training(digits, objective, order, labelling, shift):
     protocol = "per_epoch" if labelling == "thesis" else "fixed"
     beta = 2.0 if labelling == "thesis" else 1.0     # a shared, not per-run, field: β-weighted KL of z
     configs = [tiny(objective=objective, order=order, labelling=labelling, corruption_protocol=protocol,
-                    beta=beta, **kw)
+                    beta=beta, augment_shift=shift, **kw)
                for kw in (dict(seed=0, alpha=0.5, n_labelled=300),
                           dict(seed=1, alpha=20.0, n_labelled=100, corruption_rate=0.2, gamma=0.5),
                           dict(seed=2, alpha=5.0, n_labelled=50))]

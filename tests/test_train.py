@@ -30,6 +30,7 @@ tiny = tiny_config
     (dict(labelling="random"), "labelling"), (dict(corruption_protocol="daily"), "corruption_protocol"),
     (dict(order="style_first", objective="m2"), "needs order"), (dict(epochs=0), "epochs"),
     (dict(n_labelled=0), "n_labelled"), (dict(device="tpu"), "device"), (dict(lr=0.0), "lr"),
+    (dict(augment_shift=-1), "augment_shift"), (dict(augment_shift=0.5), "augment_shift"),
 ])
 def test_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -118,6 +119,37 @@ def test_fixed_labelling_steps_use_only_the_labelled_set(digits):
         seen.update(lab.tolist())
         torch.testing.assert_close(y, prep.y_pool[lab])  # no corruption: observed = true labels
     assert seen == set(prep.labelled.tolist())
+
+
+def test_augment_shift_moves_only_the_labelled_images(digits, monkeypatch):
+    """Each step moves its labelled images (which translations: test_data) and leaves the unlabelled
+    ones as they are; the same seed gives the same run, and the shift changes the run."""
+    config = tiny(augment_shift=1, epochs=1)
+    prep = T.prepare_data(config, digits)
+    pool = {tuple(row.tolist()) for row in prep.x_pool}
+    seen, step_loss = {"labelled": [], "unlabelled": []}, T.step_loss
+
+    def spy(model, config, x_u, x_l, y_l, generator=None):
+        seen["unlabelled"].append(x_u)
+        seen["labelled"].append(x_l)
+        return step_loss(model, config, x_u, x_l, y_l, generator)
+
+    monkeypatch.setattr(T, "step_loss", spy)
+    first = T.train(config, dataset=digits, progress=False)
+    assert all(tuple(row.tolist()) in pool for x in seen["unlabelled"] for row in x)
+    labelled = torch.cat(seen["labelled"])
+    moved = [tuple(row.tolist()) not in pool for row in labelled]
+    assert 0.5 < sum(moved) / len(moved) < 1.0                 # 8 of 9 offsets move the image
+    second = T.train(config, dataset=digits, progress=False)
+    assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
+    unshifted = T.train(dataclasses.replace(config, augment_shift=0), dataset=digits, progress=False)
+    assert first.history[0]["train_loss"] != unshifted.history[0]["train_loss"]
+
+
+def test_augment_shift_needs_2d_images(digits):
+    flat = dataclasses.replace(digits, image_shape=(64,))
+    with pytest.raises(ValueError, match="2-d images"):
+        T.train(tiny(augment_shift=1, epochs=1), dataset=flat, progress=False)
 
 
 class Recorder(Callback):
