@@ -579,7 +579,8 @@ def test_random_shift_keeps_a_centred_digit_whole():
     x = torch.zeros(50, 8, 8)
     x[:, 2:6, 2:6] = torch.rand(50, 4, 4)                  # a 2-pixel empty border
     shifted = random_shift(x.view(50, 64), (8, 8), 2, torch.Generator().manual_seed(1))
-    torch.testing.assert_close(shifted.sum(1), x.view(50, 64).sum(1))
+    # Only where the pixels sit changes: each image keeps exactly the same multiset of values.
+    assert torch.equal(shifted.sort(1).values, x.view(50, 64).sort(1).values)
     assert torch.equal(random_shift(x.view(50, 64), (8, 8), 0), x.view(50, 64))
 
 
