@@ -1,5 +1,5 @@
 """Sweep throughput: run-epochs per second, runs trained one by one (``train.train``) vs stacked
-(``sweep.train_runs``), on CPU (and CUDA when present).
+(``engine.train_runs``), on CPU (and CUDA when present).
 
     python benchmarks/sweep_throughput.py [--dataset auto] [--max-train 2000] [--max-test 2000]
                                           [--iwae-examples 500] [--epochs 1] [--stack 1,4,8,16]
@@ -18,13 +18,14 @@ import time
 
 import torch
 
-from ssvae_lib import sweep
+from ssvae_lib import engine
+from ssvae_lib.sweep import THESIS_ALPHAS
 from ssvae_lib.data import load_dataset
 from ssvae_lib.train import TrainConfig, train
 
 
 def alpha_runs(n: int, base: TrainConfig) -> list[TrainConfig]:
-    return [dataclasses.replace(base, alpha=sweep.THESIS_ALPHAS[i % 8], seed=i // 8) for i in range(n)]
+    return [dataclasses.replace(base, alpha=THESIS_ALPHAS[i % 8], seed=i // 8) for i in range(n)]
 
 
 def timed(fn) -> tuple[float, float, float]:
@@ -44,16 +45,16 @@ def sequential(configs, ds):
 
 
 def stacked(configs, ds):
-    wall, cpu, histories = timed(lambda: [o.history for o in sweep.train_runs(configs, dataset=ds, scores=False,
+    wall, cpu, histories = timed(lambda: [o.history for o in engine.train_runs(configs, dataset=ds, scores=False,
                                                                               progress=False)])
     return wall, cpu, sum(r["train_seconds"] for r in histories[0])   # one clock for the whole stack
 
 
 def scores_seconds(ds, base) -> float:
-    outcome = sweep.train_runs([dataclasses.replace(base, epochs=1)], dataset=ds, scores=False, progress=False)[0]
+    outcome = engine.train_runs([dataclasses.replace(base, epochs=1)], dataset=ds, scores=False, progress=False)[0]
     x, y = ds.x_test[:base.max_test], ds.y_test[:base.max_test]
     started = time.perf_counter()
-    sweep._posterior_scores(outcome.model, x.to(next(outcome.model.parameters()).device), y)
+    engine.posterior_scores(outcome.model, x.to(next(outcome.model.parameters()).device), y)
     return time.perf_counter() - started
 
 

@@ -48,13 +48,12 @@ def write_run_outputs(result, out: Path) -> None:
 
 def _report(result, seconds: float) -> None:
     last = result.history[-1] if result.history else {}
-    split = "validation" if "validation_accuracy" in last else "test"
     print(f"dataset: {result.provenance}")
     print(f"epochs: {len(result.history)}{' (stopped early)' if result.stopped_early else ''}  "
           f"wall time: {seconds:.1f} s  fast mode: {settings.FAST}")
     if last:
-        print(f"{split} accuracy {last[split + '_accuracy']:.4f}  {split} ELBO {last[split + '_elbo']:.2f}  "
-              f"IWAE log p(x) {last[split + '_log_likelihood']:.2f} nats")
+        print(f"{last['split']} accuracy {last['accuracy']:.4f}  {last['split']} ELBO {last['elbo']:.2f}  "
+              f"IWAE log p(x) {last['log_likelihood']:.2f} nats")
 
 
 def cmd_train(args) -> int:

@@ -52,6 +52,11 @@ class SSVAE(nn.Module):
         self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
         self.decoder_out = nn.Linear(hidden_dim, input_dim)
 
+    def forward(self, fn, *args):
+        """``fn(self, *args)``. Lets ``torch.func.functional_call`` evaluate any function of the model
+        (a bound, an evaluation) with other parameters swapped in: the engine's per-run weights."""
+        return fn(self, *args)
+
     # -- helpers ------------------------------------------------------------------------------------
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the architecture (used by checkpoints)."""

@@ -259,10 +259,12 @@ def supervised_iw_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log
 # model level
 # ================================================================================================
 def _check_alpha(alpha) -> None:
+    """A finite real number; a one-element tensor (e.g. one run's α under ``torch.func.vmap``) is checked
+    for its shape only, its value being the caller's to check (``TrainConfig`` does)."""
     if isinstance(alpha, torch.Tensor):
         if alpha.numel() != 1:
             raise ValueError(f"alpha must be a scalar, got a tensor of shape {tuple(alpha.shape)}")
-        alpha = float(alpha)
+        return
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
 
@@ -287,15 +289,17 @@ def _check_n_samples(n_samples) -> int:
     return int(n_samples)
 
 
-def _labels(y: torch.Tensor, n_classes: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index [B], one-hot [B, C]) from integer labels [B] or one-hot floats [B, C]."""
+def _labels(y: torch.Tensor, n_classes: int, x: torch.Tensor,
+            validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index [B], one-hot [B, C]) from integer labels [B] or one-hot floats [B, C]. ``validate=False``
+    skips the checks that read values (range, exact one-hot), which ``torch.func.vmap`` cannot trace."""
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"y must be a tensor of integer labels [B], got {type(y).__name__}")
     batch = x.shape[0]
     if not y.is_floating_point():
         if y.shape != (batch,):
             raise ValueError(f"integer labels y must have shape [B] = [{batch}], got {tuple(y.shape)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        if validate and y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
             raise ValueError(f"labels must lie in [0, {n_classes - 1}], got min {int(y.min())}, "
                              f"max {int(y.max())}")
         index = y.long().to(x.device)
@@ -305,7 +309,7 @@ def _labels(y: torch.Tensor, n_classes: int, x: torch.Tensor) -> tuple[torch.Ten
                          f"got {tuple(y.shape)}; pass integer labels [B] otherwise")
     index = y.argmax(-1)
     onehot = F.one_hot(index, n_classes).to(x.dtype)
-    if not torch.equal(onehot, y.to(x.dtype)):
+    if validate and not torch.equal(onehot, y.to(x.dtype)):
         raise ValueError("floating-point y must be exactly one-hot (0/1 entries, one 1 per row)")
     return index, onehot
 
@@ -341,8 +345,8 @@ def _gather_class(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: int = 1,
                         proposal: str | None = None, beta: float = 1.0, eps: torch.Tensor | None = None,
-                        gumbel: torch.Tensor | None = None, generator: torch.Generator | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        gumbel: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                        validate: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three log-densities of Eq. 17–20 at z^s ~ proposal: (log p(x,y,z^s), log q(y,z^s|x),
     log q_prop(z^s|x)), each ``[S, B]``; log w^s = log q(y,z^s|x) − log q_prop(z^s|x).
 
@@ -363,7 +367,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     n_samples = _check_n_samples(n_samples)
     _check_weight("beta", beta)
     n_classes, batch = model.n_classes, x.shape[0]
-    index, onehot = _labels(y, n_classes, x)
+    index, onehot = _labels(y, n_classes, x, validate)
     log_p_y = model.log_prior_y()[index]                                              # [B]
     shared = _shared(model, x)
 
@@ -417,7 +421,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
 def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, estimator: str = "m2",
                      n_samples: int = 1, proposal: str | None = None, weighted: bool = False, beta: float = 1.0,
                      eps: torch.Tensor | None = None, gumbel: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
     """Supervised objective L_S(x, y) per example, ``[B]`` (Eq. 6–8 or Eq. 14–20 of the seminar thesis).
 
     * ``estimator="m2"``: Eq. 8 — MC reconstruction with ``n_samples`` reparameterised z^s ~ q(z|x,y),
@@ -428,7 +432,8 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
       Gradient: through z^s and all three log-densities, including the self-normalised weights.
 
     ``y``: integer labels ``[B]`` (int64) or exact one-hot ``[B, C]``. ``beta``: weight of the style's
-    KL term (the β-VAE weighting of Eq. 3; 1 gives the bound itself).
+    KL term (the β-VAE weighting of Eq. 3; 1 gives the bound itself). ``validate=False``: labels already
+    checked by the caller (the engine checks them once where data enters), so the bound runs under vmap.
     """
     _check_model(model, x)
     if estimator not in SUPERVISED_ESTIMATORS:
@@ -436,7 +441,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     _check_alpha(alpha)
     if estimator == "is":
         terms = supervised_is_terms(model, x, y, n_samples=n_samples, proposal=proposal, beta=beta,
-                                    eps=eps, gumbel=gumbel, generator=generator)
+                                    eps=eps, gumbel=gumbel, generator=generator, validate=validate)
         combine = supervised_iw_estimator if weighted else supervised_is_estimator
         return combine(*terms, alpha, dim=0)
 
@@ -448,7 +453,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
                          "'proposal' and 'weighted' apply to estimator='is' only")
     n_samples = _check_n_samples(n_samples)
     _check_weight("beta", beta)
-    index, onehot = _labels(y, model.n_classes, x)
+    index, onehot = _labels(y, model.n_classes, x, validate)
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
     mu, log_sigma = model.encode(x, onehot, **shared)                                   # [B, Dz]

@@ -7,19 +7,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import settings
+from .engine import upgrade_record
 
 HISTORY_PANELS = (("train_loss", "training loss (−Eq. 10 per image)"), ("accuracy", "accuracy"),
                   ("elbo", "ELBO (nats)"), ("log_likelihood", "IWAE log p(x) (nats)"))
 
 
 def _series(history: list, key: str):
-    """Values of ``key`` per epoch; evaluation keys carry a split prefix (test_/validation_)."""
-    if not history:
+    """Values of ``key`` per epoch (records of any age: ``engine.upgrade_record``)."""
+    history = [upgrade_record(r) for r in history]
+    if not history or key not in history[0]:
         return [], []
-    name = key if key in history[0] else next((k for k in history[0] if k.endswith("_" + key)), None)
-    if name is None:
-        return [], []
-    return [r["epoch"] for r in history], [r[name] for r in history]
+    return [r["epoch"] for r in history], [r[key] for r in history]
 
 
 def training_curves(histories, fig=None):

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from . import data as data_mod
 from . import latent, plots, settings
 from . import train as train_mod
+from .engine import upgrade_record
 from .train import Callback, TrainConfig
 
 
@@ -66,10 +67,9 @@ def latest_scores(history: list) -> str:
     """'epoch 3: test accuracy 0.912, test ELBO -104.2 nats' for the last record of a history."""
     if not history:
         return "no epoch finished yet"
-    last = history[-1]
-    split = "validation" if "validation_accuracy" in last else "test"
-    return (f"epoch {last['epoch']}: {split} accuracy {last[split + '_accuracy']:.3f}, "
-            f"{split} ELBO {last[split + '_elbo']:.1f} nats")
+    last = upgrade_record(history[-1])
+    return (f"epoch {last['epoch']}: {last['split']} accuracy {last['accuracy']:.3f}, "
+            f"{last['split']} ELBO {last['elbo']:.1f} nats")
 
 
 class _Panel:

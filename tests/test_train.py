@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from ssvae_lib import settings, sweep
+from ssvae_lib import engine, schedule, settings, sweep
 from ssvae_lib import train as T
 from ssvae_lib.data import load_dataset
 from tiny_run import tiny_config
@@ -17,7 +17,7 @@ from ssvae_lib.train import Callback, NonFiniteLossError, TrainConfig
 @pytest.fixture(autouse=True)
 def full_mode(monkeypatch):
     """These configs are already tiny; SSVAE_FAST (set by `make test`) must not shrink them further."""
-    monkeypatch.setattr(T.settings, "FAST", False)
+    monkeypatch.setattr(settings, "FAST", False)
 
 
 tiny = tiny_config
@@ -87,19 +87,20 @@ def test_training_decreases_the_loss_and_is_deterministic(digits, objective, ord
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
     record = first.history[-1]
-    for key in ("train_loss", "test_accuracy", "test_elbo", "test_log_likelihood", "wall_seconds"):
+    assert record["split"] == "test"
+    for key in ("train_loss", "accuracy", "elbo", "log_likelihood", "wall_seconds"):
         assert math.isfinite(record[key])
-    assert 0.0 <= record["test_accuracy"] <= 1.0
+    assert 0.0 <= record["accuracy"] <= 1.0
 
 
 def test_validation_split_replaces_the_test_set(digits):
     result = T.train(tiny(validation_size=100, epochs=1), dataset=digits, progress=False)
-    assert "validation_accuracy" in result.history[0] and "test_accuracy" not in result.history[0]
+    assert result.history[0]["split"] == "validation"
     # The confusion matrix is taken on the same split: its diagonal is the history's accuracy.
     result.model.train()
     confusion = T.confusion(result, digits)
     assert confusion.shape == (10, 10) and confusion.sum() == 100
-    assert confusion.trace() / 100 == result.final("validation_accuracy")
+    assert confusion.trace() / 100 == result.final("accuracy")
     assert result.model.training    # left in the mode it was found in
 
 
@@ -115,7 +116,7 @@ def test_fixed_labelling_steps_use_only_the_labelled_set(digits):
     prep = T.prepare_data(config, digits)
     import numpy as np
     seen = set()
-    for unlab, lab, y in T._batches(config, prep, 1, np.random.default_rng(0)):
+    for unlab, lab, y in schedule.batches(config, prep, 1, np.random.default_rng(0)):
         seen.update(lab.tolist())
         torch.testing.assert_close(y, prep.y_pool[lab])  # no corruption: observed = true labels
     assert seen == set(prep.labelled.tolist())
@@ -127,14 +128,14 @@ def test_augment_shift_moves_only_the_labelled_images(digits, monkeypatch):
     config = tiny(augment_shift=1, epochs=1)
     prep = T.prepare_data(config, digits)
     pool = {tuple(row.tolist()) for row in prep.x_pool}
-    seen, step_loss = {"labelled": [], "unlabelled": []}, T.step_loss
+    seen, step_terms = {"labelled": [], "unlabelled": []}, engine.step_terms
 
-    def spy(model, config, x_u, x_l, y_l, generator=None):
-        seen["unlabelled"].append(x_u)
-        seen["labelled"].append(x_l)
-        return step_loss(model, config, x_u, x_l, y_l, generator)
+    def spy(model, config, inputs, validate=False):
+        seen["unlabelled"].append(inputs["x_u"])
+        seen["labelled"].append(inputs["x_l"])
+        return step_terms(model, config, inputs, validate)
 
-    monkeypatch.setattr(T, "step_loss", spy)
+    monkeypatch.setattr(engine, "step_terms", spy)
     first = T.train(config, dataset=digits, progress=False)
     assert all(tuple(row.tolist()) in pool for x in seen["unlabelled"] for row in x)
     labelled = torch.cat(seen["labelled"])
@@ -237,8 +238,8 @@ def test_checkpoint_round_trip(digits, tmp_path):
 
 
 def test_fast_mode_caps(monkeypatch):
-    monkeypatch.setattr(T.settings, "FAST", True)
+    monkeypatch.setattr(settings, "FAST", True)
     config = T.fast_mode(TrainConfig(epochs=40))
     assert config.epochs == 2 and config.max_train == 2000 and config.max_test == 500
-    monkeypatch.setattr(T.settings, "FAST", False)
+    monkeypatch.setattr(settings, "FAST", False)
     assert T.fast_mode(TrainConfig(epochs=40)).epochs == 40
