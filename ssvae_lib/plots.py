@@ -1,10 +1,14 @@
 """Figures (matplotlib), each returned as a ``Figure``; :func:`save_figure` writes PNG and PDF."""
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
 
 from . import settings
 
@@ -137,9 +141,6 @@ def tile_images(images, image_shape, pad: int = 1) -> np.ndarray:
 def png_bytes(image, scale: int = 1) -> bytes:
     """A 2-d array of ink values in [0, 1] as PNG bytes, dark ink on white, each pixel enlarged to
     ``scale`` x ``scale`` (nearest neighbour, so digits stay sharp in a browser)."""
-    import io
-
-    from matplotlib.image import imsave
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise ValueError(f"image must be a 2-d array, got shape {image.shape}")
@@ -153,8 +154,6 @@ def png_bytes(image, scale: int = 1) -> bytes:
 
 def figure_png(fig, dpi: int = 80) -> bytes:
     """A figure as PNG bytes (for an ``ipywidgets.Image`` that is redrawn in place)."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
@@ -371,8 +370,6 @@ def write_sweep_figures(grids: dict, directory: str | Path | None = None) -> lis
     """For each grid (name -> rows with histories, ``sweep.load_grids``): the Figure 2/3-style panels and
     the Appendix B curves per protocol and objective (when α or the corruption rate is swept), and the
     accuracy table as ``<grid>_accuracy.md`` and ``.csv``. Returns the written paths."""
-    import csv
-
     directory = Path(directory) if directory is not None else settings.figures_dir()
     written = []
     for grid, rows in grids.items():
@@ -407,8 +404,6 @@ def _new_figure(fig, figsize):
     """A fresh ``Figure`` (no pyplot state, so a redrawn panel never piles up figures) or ``fig`` cleared.
     The figures redrawn by the panels use fixed margins instead of ``tight_layout``, which would double
     the cost of every redraw."""
-    from matplotlib.figure import Figure
-
     if fig is None:
         return Figure(figsize=figsize)
     fig.clear()
