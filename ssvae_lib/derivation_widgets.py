@@ -4,7 +4,8 @@ Each panel is wiring only: its controls feed one call into :mod:`ssvae_lib.toy_e
 computes) and one into :mod:`ssvae_lib.plots` (which draws). Every redraw stores the computed numbers in
 ``panel.result`` and the drawing in ``panel.figure`` (a ``matplotlib.figure.Figure``) and shows it as
 a PNG in the panel, so a panel can be driven from code exactly as a reader drives it by hand
-(``panel.n_samples.value = 64``) and a headless run still has a picture to show (``panel.figure``).
+(``panel.n_samples.value = 64``, ``panel.set(shift=1.0, scale=0.5)``; see :class:`ssvae_lib.panels.Panel`)
+and a headless run still has a picture to show (``panel.figure``).
 Every redraw uses the panel's fixed ``seed``: the same slider values always give the same result.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ipywidgets as widgets
 import torch
 
 from . import plots, toy, toy_experiments
+from .panels import Panel
 
 POWERS_OF_TWO = tuple(2 ** k for k in range(11))          # 1 ... 1024
 _STYLE = {"description_width": "140px"}
@@ -25,40 +27,22 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-class _DerivationPanel:
-    """Shared mechanics: a VBox ``widget`` (controls, readout, image), redraw on every control change,
-    :meth:`set` to change several controls with one redraw."""
+class _DerivationPanel(Panel):
+    """What the derivation panels add to :class:`~ssvae_lib.panels.Panel`: a VBox ``widget`` (controls,
+    readout, image) that redraws on every control change; each redraw computes ``result``
+    (:meth:`compute`), draws ``figure`` from it (:meth:`draw`) and describes it in the readout
+    (:meth:`describe`)."""
 
     def __init__(self, controls: list, seed: int, extra: tuple = ()):
         self.seed = int(seed)
         self.result = None
         self.figure = None
-        self._suspended = False
         self.readout = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        for control in controls:
-            control.observe(lambda _change: self.redraw(), names="value")
+        self.watch(*controls)
         self.widget = widgets.VBox([widgets.VBox(controls), *extra, self.readout, self.image])
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def set(self, **values) -> None:
-        """Set several controls by attribute name (``panel.set(shift=1.0, scale=0.5)``), redraw once."""
-        for name in values:
-            if not isinstance(getattr(self, name, None), widgets.ValueWidget):
-                raise ValueError(f"{type(self).__name__} has no control named {name!r}")
-        self._suspended = True
-        try:
-            for name, value in values.items():
-                getattr(self, name).value = value
-        finally:
-            self._suspended = False
-        self.redraw()
-
-    def redraw(self) -> None:
-        if self._suspended:
-            return
+    def render(self) -> None:
         self.result = self.compute()
         if self.figure is not None:
             self.figure.clear()
@@ -112,12 +96,9 @@ class ElboPanel(_DerivationPanel):
 
     def set_q(self, m, log_s) -> None:
         """Move the sliders to q = N(m, diag exp(2 log_s)) and redraw once."""
-        self._suspended = True
-        try:
+        with self.hold():
             for slider, value in zip(self.means + self.log_sds, [*map(float, m), *map(float, log_s)]):
                 slider.value = value
-        finally:
-            self._suspended = False
         self.redraw()
 
     def set_best(self) -> None:
