@@ -9,13 +9,13 @@ Datasets (``load_dataset``):
 * ``"auto"``       the first of these three whose files are present (it never downloads).
 * ``"shapes"``     a procedurally generated dataset with known factors (``ssvae_lib.shapes``).
 
+Every loader returns a ``Dataset`` (:mod:`ssvae_lib.dataset`, also importable as ``data.Dataset``).
 Images are flattened float32 tensors in [0, 1] of shape [N, D]; labels are int64 in [0, n_classes).
 The notation follows GUIDE.md §2: M = ``n_labelled`` labelled examples, N = examples in the pool.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -32,7 +32,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from . import shapes
+from .dataset import Dataset
 from .settings import DATA_DIR_ENV
+from .shapes import ShapesSampler  # noqa: F401 - data.ShapesSampler (issue API)
 
 logger = logging.getLogger("ssvae_lib")
 
@@ -85,103 +88,6 @@ class DataFileError(ValueError):
 
 class MissingDataError(FileNotFoundError):
     """Required data files are absent and could not be downloaded."""
-
-
-# --------------------------------------------------------------------------------------------
-# The dataset container
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(eq=False)
-class Dataset:
-    """Train/test images and labels plus what the user needs to know about where they came from.
-
-    ``x_*``: float32 [N, D] in [0, 1]; ``y_*``: int64 [N]. Optional ``factors_*`` are int64 numpy
-    arrays [N, K] of ground-truth generative factors (rows aligned with ``x_*``), named by
-    ``factor_names`` (used by procedurally generated datasets).
-    """
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    image_shape: tuple[int, ...]
-    n_classes: int
-    name: str
-    provenance: str
-    factors_train: np.ndarray | None = None
-    factors_test: np.ndarray | None = None
-    factor_names: tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
-        for split in ("train", "test"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if not (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.dim() == 2):
-                raise ValueError(f"x_{split} must be a float32 tensor of shape [N, D]")
-            if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.dim() == 1):
-                raise ValueError(f"y_{split} must be an int64 tensor of shape [N]")
-            if len(x) != len(y):
-                raise ValueError(f"x_{split} has {len(x)} rows but y_{split} has {len(y)}")
-            if x.shape[1] != math.prod(self.image_shape):
-                raise ValueError(
-                    f"x_{split} has {x.shape[1]} columns but image_shape {self.image_shape} "
-                    f"has {math.prod(self.image_shape)} pixels"
-                )
-            factors = getattr(self, f"factors_{split}")
-            if factors is not None and (np.ndim(factors) != 2 or len(factors) != len(x)):
-                raise ValueError(f"factors_{split} must be an array [N, K] with N = {len(x)} rows")
-        if (self.factors_train is None) != (self.factors_test is None):
-            raise ValueError("give both factors_train and factors_test, or neither")
-
-    @property
-    def n_train(self) -> int:
-        return len(self.x_train)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.x_test)
-
-    @property
-    def input_dim(self) -> int:
-        return self.x_train.shape[1]
-
-    @property
-    def factors(self) -> np.ndarray | None:
-        """Ground-truth factors of train and test rows stacked (None when the dataset has none)."""
-        if self.factors_train is None:
-            return None
-        return np.concatenate([self.factors_train, self.factors_test])
-
-    def to(self, device) -> "Dataset":
-        """A copy with all tensors on ``device`` (moved once, so training loops never copy)."""
-        return dataclasses.replace(
-            self,
-            x_train=self.x_train.to(device),
-            y_train=self.y_train.to(device),
-            x_test=self.x_test.to(device),
-            y_test=self.y_test.to(device),
-        )
-
-    def summary(self) -> str:
-        """A few lines: name, provenance, sizes, image shape, classes and class counts."""
-
-        def counts(y):
-            values = torch.bincount(y.cpu(), minlength=self.n_classes).tolist()
-            return " ".join(f"{c}:{n}" for c, n in enumerate(values))
-
-        shape = "x".join(str(s) for s in self.image_shape)
-        return "\n".join(
-            [
-                f"dataset: {self.name}",
-                f"provenance: {self.provenance}",
-                f"sizes: {self.n_train:,} train / {self.n_test:,} test",
-                f"images: {shape} = {self.input_dim} values in [0, 1]",
-                f"classes: {self.n_classes}",
-                f"train class counts: {counts(self.y_train)}",
-                f"test class counts: {counts(self.y_test)}",
-            ]
-        )
 
 
 def default_device() -> torch.device:
@@ -468,10 +374,7 @@ def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if name == "shapes":
-        # Hook: the procedurally generated shapes dataset lives in its own module.
-        from .shapes import load_shapes
-
-        return load_shapes(seed=seed, **kwargs)
+        return shapes.load_shapes(seed=seed, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for dataset {name!r}: {', '.join(kwargs)}")
     _check_int("seed", seed, low=0)
@@ -685,10 +588,3 @@ def _label_array(labels) -> np.ndarray:
         raise ValueError(f"labels must be non-negative class indices, found {y.min()}")
     return y
 
-
-def __getattr__(name):
-    """``data.ShapesSampler`` (issue API) without importing the shapes renderer for every dataset."""
-    if name == "ShapesSampler":
-        from .shapes import ShapesSampler
-        return ShapesSampler
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,11 @@
 """Interactive panels of the derivation notebooks 01-03 (ipywidgets).
 
-Each panel is wiring only: its controls feed one call into :mod:`ssvae_lib.toy` (which computes) and
-one into :mod:`ssvae_lib.plots` (which draws). Every redraw stores the computed numbers in
+Each panel is wiring only: its controls feed one call into :mod:`ssvae_lib.toy_experiments` (which
+computes) and one into :mod:`ssvae_lib.plots` (which draws). Every redraw stores the computed numbers in
 ``panel.result`` and the drawing in ``panel.figure`` (a ``matplotlib.figure.Figure``) and shows it as
 a PNG in the panel, so a panel can be driven from code exactly as a reader drives it by hand
-(``panel.n_samples.value = 64``) and a headless run still has a picture to show (``panel.figure``).
+(``panel.n_samples.value = 64``, ``panel.set(shift=1.0, scale=0.5)``; see :class:`ssvae_lib.panels.Panel`)
+and a headless run still has a picture to show (``panel.figure``).
 Every redraw uses the panel's fixed ``seed``: the same slider values always give the same result.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ import html
 import ipywidgets as widgets
 import torch
 
-from . import plots, toy
+from . import plots, toy, toy_experiments
+from .panels import Panel
 
 POWERS_OF_TWO = tuple(2 ** k for k in range(11))          # 1 ... 1024
 _STYLE = {"description_width": "140px"}
@@ -25,40 +27,22 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-class _DerivationPanel:
-    """Shared mechanics: a VBox ``widget`` (controls, readout, image), redraw on every control change,
-    :meth:`set` to change several controls with one redraw."""
+class _DerivationPanel(Panel):
+    """What the derivation panels add to :class:`~ssvae_lib.panels.Panel`: a VBox ``widget`` (controls,
+    readout, image) that redraws on every control change; each redraw computes ``result``
+    (:meth:`compute`), draws ``figure`` from it (:meth:`draw`) and describes it in the readout
+    (:meth:`describe`)."""
 
     def __init__(self, controls: list, seed: int, extra: tuple = ()):
         self.seed = int(seed)
         self.result = None
         self.figure = None
-        self._suspended = False
         self.readout = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        for control in controls:
-            control.observe(lambda _change: self.redraw(), names="value")
+        self.watch(*controls)
         self.widget = widgets.VBox([widgets.VBox(controls), *extra, self.readout, self.image])
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def set(self, **values) -> None:
-        """Set several controls by attribute name (``panel.set(shift=1.0, scale=0.5)``), redraw once."""
-        for name in values:
-            if not isinstance(getattr(self, name, None), widgets.ValueWidget):
-                raise ValueError(f"{type(self).__name__} has no control named {name!r}")
-        self._suspended = True
-        try:
-            for name, value in values.items():
-                getattr(self, name).value = value
-        finally:
-            self._suspended = False
-        self.redraw()
-
-    def redraw(self) -> None:
-        if self._suspended:
-            return
+    def render(self) -> None:
         self.result = self.compute()
         if self.figure is not None:
             self.figure.clear()
@@ -80,8 +64,8 @@ class _DerivationPanel:
 class ElboPanel(_DerivationPanel):
     """Notebook 01: sliders for the mean and log standard deviation of q(z|x) = N(m, diag σ²) on a
     :class:`ssvae_lib.toy.LinearGaussian` (1-d or 2-d latent). Shows q against the exact posterior
-    and log p(x) = ELBO + KL(q ‖ p(z|x)) (Eq. 1); ``result`` is :func:`toy.elbo_decomposition`'s dict.
-    The button sets q to the best diagonal Gaussian (:func:`toy.best_diagonal_gaussian`)."""
+    and log p(x) = ELBO + KL(q ‖ p(z|x)) (Eq. 1); ``result`` is :func:`toy_experiments.elbo_decomposition`'s dict.
+    The button sets q to the best diagonal Gaussian (:func:`toy_experiments.best_diagonal_gaussian`)."""
 
     def __init__(self, model: toy.LinearGaussian, x, m=None, log_s=None, seed: int = 0):
         if not isinstance(model, toy.LinearGaussian) or model.latent_dim not in (1, 2):
@@ -112,19 +96,16 @@ class ElboPanel(_DerivationPanel):
 
     def set_q(self, m, log_s) -> None:
         """Move the sliders to q = N(m, diag exp(2 log_s)) and redraw once."""
-        self._suspended = True
-        try:
+        with self.hold():
             for slider, value in zip(self.means + self.log_sds, [*map(float, m), *map(float, log_s)]):
                 slider.value = value
-        finally:
-            self._suspended = False
         self.redraw()
 
     def set_best(self) -> None:
-        self.set_q(*toy.best_diagonal_gaussian(self.model, self.x))
+        self.set_q(*toy_experiments.best_diagonal_gaussian(self.model, self.x))
 
     def compute(self) -> dict:
-        return toy.elbo_decomposition(self.model, self.x, *self.q_parameters())
+        return toy_experiments.elbo_decomposition(self.model, self.x, *self.q_parameters())
 
     def draw(self, result):
         mean, cov = self.model.posterior(self.x)
@@ -139,7 +120,7 @@ class ElboPanel(_DerivationPanel):
 class GradientVariancePanel(_DerivationPanel):
     """Notebook 01: the reparameterised (Eq. 2) against the score-function gradient of the ELBO at a
     fixed q, as the number of samples S changes. ``result`` maps each estimator of
-    :data:`toy.GRADIENT_ESTIMATORS` to its estimates ``[R]`` of the chosen partial derivative, their
+    :data:`toy_experiments.GRADIENT_ESTIMATORS` to its estimates ``[R]`` of the chosen partial derivative, their
     Monte Carlo variance and the exact variance (single-sample variance / S)."""
 
     def __init__(self, model: toy.LinearGaussian, x, m, log_s, n_replicates: int = 2000, n_samples: int = 1,
@@ -156,18 +137,19 @@ class GradientVariancePanel(_DerivationPanel):
                                                  layout=_SLIDER, description="samples S")
         self.parameter = widgets.Dropdown(options=[(f"∂ELBO/∂{n}", i) for i, n in enumerate(names)], value=0,
                                           style=_STYLE, description="derivative")
-        self.exact_gradient = toy.exact_elbo_gradient(model, self.x, self.m, self.log_s)
-        self.exact_variance = {name: toy.exact_gradient_moments(model, self.x, self.m, self.log_s, name)[1]
-                               for name in toy.GRADIENT_ESTIMATORS}
+        self.exact_gradient = toy_experiments.exact_elbo_gradient(model, self.x, self.m, self.log_s)
+        self.exact_variance = {name: toy_experiments.exact_gradient_moments(model, self.x, self.m, self.log_s, name)[1]
+                               for name in toy_experiments.GRADIENT_ESTIMATORS}
         super().__init__([self.n_samples, self.parameter], seed)
         self.redraw()
 
     def compute(self) -> dict:
         s, i = int(self.n_samples.value), int(self.parameter.value)
         result = {}
-        for k, name in enumerate(toy.GRADIENT_ESTIMATORS):
-            estimates = toy.elbo_gradient_estimates(self.model, self.x, self.m, self.log_s, s, self.n_replicates,
-                                                    name, _generator(self.seed + k))[:, i]
+        for k, name in enumerate(toy_experiments.GRADIENT_ESTIMATORS):
+            estimates = toy_experiments.elbo_gradient_estimates(self.model, self.x, self.m, self.log_s, s,
+                                                                self.n_replicates, name,
+                                                                _generator(self.seed + k))[:, i]
             result[name] = dict(estimates=estimates, variance=float(estimates.var()),
                                 exact_variance=float(self.exact_variance[name][i]) / s)
         return result
@@ -189,7 +171,7 @@ class GradientVariancePanel(_DerivationPanel):
 class ImportanceSamplingPanel(_DerivationPanel):
     """Notebook 02: sliders for the number of samples K and the proposal's shift and scale (in units of
     the posterior's standard deviation); a dropdown for the estimator. ``result`` is the
-    :class:`toy.ReplicateSummary` of R replicates against the exact value."""
+    :class:`toy_experiments.ReplicateSummary` of R replicates against the exact value."""
 
     ESTIMATOR_CHOICES = (("p(x): mean of w (Eq. 12)", "normaliser"),
                          ("log p(x): IWAE bound", "log_normaliser"),
@@ -201,7 +183,7 @@ class ImportanceSamplingPanel(_DerivationPanel):
         self.model = model
         self.x = torch.as_tensor(x, dtype=model.W.dtype)
         self.n_replicates = int(n_replicates)
-        self.experiment = toy.PosteriorImportanceSampling(model, self.x, shift, scale)   # validates early
+        self.experiment = toy_experiments.PosteriorImportanceSampling(model, self.x, shift, scale)   # validates early
         self.n_samples = widgets.SelectionSlider(options=POWERS_OF_TWO, value=n_samples, style=_STYLE,
                                                  layout=_SLIDER, description="samples K")
         self.shift = widgets.FloatSlider(value=shift, min=-3.0, max=3.0, step=0.05, style=_STYLE, layout=_SLIDER,
@@ -213,10 +195,12 @@ class ImportanceSamplingPanel(_DerivationPanel):
         super().__init__([self.n_samples, self.shift, self.scale, self.estimator], seed)
         self.redraw()
 
-    def compute(self) -> toy.ReplicateSummary:
-        self.experiment = toy.PosteriorImportanceSampling(self.model, self.x, self.shift.value, self.scale.value)
-        return toy.replicate_estimates(self.experiment, self.estimator.value, int(self.n_samples.value),
-                                       self.n_replicates, _generator(self.seed))
+    def compute(self) -> toy_experiments.ReplicateSummary:
+        self.experiment = toy_experiments.PosteriorImportanceSampling(self.model, self.x, self.shift.value,
+                                                                      self.scale.value)
+        return toy_experiments.replicate_estimates(self.experiment, self.estimator.value,
+                                                   int(self.n_samples.value), self.n_replicates,
+                                                   _generator(self.seed))
 
     def draw(self, result):
         return plots.importance_sampling_figure(self.experiment, result)
@@ -232,7 +216,8 @@ class SupervisedEstimatorPanel(_DerivationPanel):
     """Notebook 03: sliders for the number of samples S and for α. Shows R replicates of Eq. 20 as
     written and importance-weighted, and of the two estimates of log q(y|x), against their exact limits
     for a :class:`toy.ToyStyleFirstModel`. ``result`` holds ``estimates`` (dict of ``[R]``, see
-    :func:`toy.supervised_estimates`) and ``reference`` (:class:`toy.SupervisedEstimatorReference`).
+    :func:`toy_experiments.supervised_estimates`) and ``reference``
+    (:class:`toy_experiments.SupervisedEstimatorReference`).
     The draws for each S are kept, so moving α only recombines them."""
 
     def __init__(self, model: toy.ToyStyleFirstModel, x, y: int, n_replicates: int = 2000, n_samples: int = 1,
@@ -242,7 +227,7 @@ class SupervisedEstimatorPanel(_DerivationPanel):
         self.model, self.x, self.y = model, x, int(y)
         self.n_replicates = int(n_replicates)
         self._terms = {}
-        self.reference = toy.supervised_estimator_reference(model, x, y, 0.0)     # any α: see with_alpha
+        self.reference = toy_experiments.supervised_estimator_reference(model, x, y, 0.0)     # any α: see with_alpha
         self.n_samples = widgets.SelectionSlider(options=POWERS_OF_TWO[:9], value=n_samples, style=_STYLE,
                                                  layout=_SLIDER, description="samples S")
         self.alpha = widgets.FloatSlider(value=alpha, min=0.0, max=100.0, step=0.5, style=_STYLE, layout=_SLIDER,
@@ -253,14 +238,14 @@ class SupervisedEstimatorPanel(_DerivationPanel):
     def terms(self, n_samples: int):
         """The Eq. 17-20 log-densities for S = ``n_samples`` (drawn once per S with the panel's seed)."""
         if n_samples not in self._terms:
-            self._terms[n_samples] = toy.draw_supervised_terms(self.model, self.x, self.y, n_samples,
+            self._terms[n_samples] = toy_experiments.draw_supervised_terms(self.model, self.x, self.y, n_samples,
                                                                self.n_replicates,
                                                                generator=_generator(self.seed + n_samples))
         return self._terms[n_samples]
 
     def compute(self) -> dict:
         s, alpha = int(self.n_samples.value), float(self.alpha.value)
-        return dict(estimates=toy.supervised_estimates(self.terms(s), alpha),
+        return dict(estimates=toy_experiments.supervised_estimates(self.terms(s), alpha),
                     reference=self.reference.with_alpha(alpha))
 
     def draw(self, result):

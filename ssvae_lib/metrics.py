@@ -33,6 +33,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from .estimators import log_mean_exp
+# objectives._noise is private to objectives: the one place that draws (or checks given) noise. It is
+# imported here until objectives offers it under a public name (or iwae_log_likelihood moves there).
+from .objectives import _noise, gaussian_log_density, standard_normal_log_density
+
 #: The sample sizes of disentanglement_lib's study configurations, for a full-size evaluation:
 #: ``beta_vae_score(encode, sampler, seed, **PAPER_SIZES["beta_vae_score"])``. For ``mig``,
 #: ``dci`` and ``sap`` they are the number of (code, factor) pairs to draw with ``sample_codes``.
@@ -587,9 +592,6 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
 
     ``eps`` (``[K, B, Dz]``, optional): the standard normal noise to use instead of drawing it.
     """
-    from .estimators import log_mean_exp
-    from .objectives import _noise, gaussian_log_density, standard_normal_log_density
-
     n_classes, batch = model.n_classes, x.shape[0]
     labels = torch.eye(n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]   # [C, 1, 1, C]
     log_p_y = model.log_prior_y()[:, None, None]                                        # [C, 1, 1]

@@ -1,10 +1,14 @@
 """Figures (matplotlib), each returned as a ``Figure``; :func:`save_figure` writes PNG and PDF."""
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
 
 from . import settings
 from .engine import upgrade_record
@@ -136,9 +140,6 @@ def tile_images(images, image_shape, pad: int = 1) -> np.ndarray:
 def png_bytes(image, scale: int = 1) -> bytes:
     """A 2-d array of ink values in [0, 1] as PNG bytes, dark ink on white, each pixel enlarged to
     ``scale`` x ``scale`` (nearest neighbour, so digits stay sharp in a browser)."""
-    import io
-
-    from matplotlib.image import imsave
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise ValueError(f"image must be a 2-d array, got shape {image.shape}")
@@ -152,8 +153,6 @@ def png_bytes(image, scale: int = 1) -> bytes:
 
 def figure_png(fig, dpi: int = 80) -> bytes:
     """A figure as PNG bytes (for an ``ipywidgets.Image`` that is redrawn in place)."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
@@ -370,8 +369,6 @@ def write_sweep_figures(grids: dict, directory: str | Path | None = None) -> lis
     """For each grid (name -> rows with histories, ``sweep.load_grids``): the Figure 2/3-style panels and
     the Appendix B curves per protocol and objective (when α or the corruption rate is swept), and the
     accuracy table as ``<grid>_accuracy.md`` and ``.csv``. Returns the written paths."""
-    import csv
-
     directory = Path(directory) if directory is not None else settings.figures_dir()
     written = []
     for grid, rows in grids.items():
@@ -406,8 +403,6 @@ def _new_figure(fig, figsize):
     """A fresh ``Figure`` (no pyplot state, so a redrawn panel never piles up figures) or ``fig`` cleared.
     The figures redrawn by the panels use fixed margins instead of ``tight_layout``, which would double
     the cost of every redraw."""
-    from matplotlib.figure import Figure
-
     if fig is None:
         return Figure(figsize=figsize)
     fig.clear()
@@ -445,7 +440,7 @@ def _ellipse(ax, mean, cov, n_sd, **style):
 def elbo_figure(terms: dict, posterior_mean, posterior_cov, q_mean, q_log_sd, fig=None):
     """Left: the prior p(z), the exact posterior p(z|x) and q(z|x) (densities for a 1-d latent, 1- and
     2-sd contours for a 2-d one). Right: Eq. 1 as a waterfall, reconstruction − KL(q ‖ p(z)) = ELBO,
-    ELBO + KL(q ‖ p(z|x)) = log p(x), from the dict of :func:`ssvae_lib.toy.elbo_decomposition`."""
+    ELBO + KL(q ‖ p(z|x)) = log p(x), from the dict of :func:`ssvae_lib.toy_experiments.elbo_decomposition`."""
     fig = _new_figure(fig, (10, 3.4))
     ax_density, ax_bar = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.3, 1]))
     post_mean = np.atleast_1d(np.asarray(posterior_mean, dtype=float))
@@ -529,7 +524,7 @@ def gradient_variance_figure(sizes, exact_variances: dict, current_size: int, es
 
 def importance_sampling_figure(experiment, summary, fig=None):
     """Left: the target p(z|x), the proposal q(z) and the normalised weight w̄(z) = p(z|x)/q(z).
-    Right: the histogram of ``summary.estimates`` (a :class:`ssvae_lib.toy.ReplicateSummary`) with the
+    Right: the histogram of ``summary.estimates`` (a :class:`ssvae_lib.toy_experiments.ReplicateSummary`) with the
     exact value, the mean and a readout of bias, std, ESS and χ²."""
     fig = _new_figure(fig, (10, 3.3))
     ax_density, ax_hist = fig.subplots(1, 2)
@@ -609,7 +604,7 @@ def supervised_tightening_figure(sizes, means: dict, standard_errors: dict, refe
     """The climax of notebook 03. Left: Eq. 19 as written (mean of log w) stays at E_q(z|x)[log q(y|x,z)]
     for every S, while log-mean-exp of w rises to log q(y|x). Right: Eq. 20 as written converges to its
     own limit, the importance-weighted form to the Eq. 16 objective. Means ± 2 SE over replicates;
-    ``reference`` is a :class:`ssvae_lib.toy.SupervisedEstimatorReference`."""
+    ``reference`` is a :class:`ssvae_lib.toy_experiments.SupervisedEstimatorReference`."""
     fig = _new_figure(fig, (11, 3.6))
     axes = fig.subplots(1, 2)
     sizes_arr = np.asarray(sizes, dtype=float)
@@ -648,7 +643,7 @@ def supervised_tightening_figure(sizes, means: dict, standard_errors: dict, refe
 
 
 def supervised_estimator_figure(estimates: dict, reference, n_samples: int, fig=None):
-    """Histograms of the supervised estimates at one S (from :func:`ssvae_lib.toy.supervised_estimates`)
+    """Histograms of the supervised estimates at one S (from :func:`ssvae_lib.toy_experiments.supervised_estimates`)
     against their S → ∞ limits (dashed): left the two forms of Eq. 20, with the exact Eq. 16 objective;
     right the two estimates of log q(y|x), with the exact log q(y|x)."""
     fig = _new_figure(fig, (11, 3.3))

@@ -30,6 +30,8 @@ import functools
 import numpy as np
 import torch
 
+from .dataset import Dataset
+
 FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "rotation", "x", "y")
 FACTOR_SIZES: tuple[int, ...] = (3, 4, 8, 8, 8)
 SHAPE_NAMES: tuple[str, ...] = ("square", "ellipse", "triangle")
@@ -226,12 +228,10 @@ def _check_count(n) -> None:
         raise ValueError(f"n must be a positive integer, got {n!r}")
 
 
-def load_shapes(seed: int = 0, test_fraction: float = 0.2):
+def load_shapes(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """The shapes dataset as a ``Dataset``: all 6,144 images split at random (seeded) into
     train/test, labels = the shape factor (3 classes), ``factors_*`` int64 [N, 5] named by
     ``factor_names``. The same seed gives the same split."""
-    from .data import Dataset
-
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \

@@ -5,7 +5,8 @@ adds is only wiring: which slider feeds which argument, a background thread so t
 freezes the notebook, and in-place redraws (an ``ipywidgets.Image`` whose PNG is replaced, so outputs
 never pile up). Show a panel by making it the last expression of a cell; drive it from code the same
 way a user would (``panel.alpha.value = 10``, ``panel.train_button.click()``, ``panel.train(blocking=True)``),
-which is how the tests and headless notebook runs use it.
+which is how the tests and headless notebook runs use it. The mechanics every panel shares (``set``,
+``redraw``, the display hook, the guard against non-finite values) are :class:`ssvae_lib.panels.Panel`'s.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 
 from . import data as data_mod
 from . import latent, plots, settings
+from .panels import Panel
 from . import train as train_mod
 from .engine import upgrade_record
 from .train import Callback, TrainConfig
@@ -72,15 +74,6 @@ def latest_scores(history: list) -> str:
             f"{last['split']} ELBO {last['elbo']:.1f} nats")
 
 
-class _Panel:
-    """Common display hook: a panel shows its ``widget`` (a VBox)."""
-
-    widget: widgets.Widget
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-
 # -- notebook 04: train live ---------------------------------------------------------------------------
 class _LiveCallback(Callback):
     """Feeds a running :func:`train.train` into the panel: progress every step, the plot at most every
@@ -114,7 +107,7 @@ class _LiveCallback(Callback):
                                                                             list(self.history), fig))
 
 
-class TrainingPanel(_Panel):
+class TrainingPanel(Panel):
     """Train an SSVAE live (notebook 04): α on a log scale, labelled-set size M, label corruption rate
     and protocol, objective, labelling protocol, epochs and seed; Train and Stop buttons; a progress
     bar; curves redrawn in place; the device and the dataset's provenance.
@@ -170,8 +163,10 @@ class TrainingPanel(_Panel):
         self.status.add_class("ssvae-status")
         self.train_button.on_click(lambda _: self._train_from_button())
         self.stop_button.on_click(lambda _: self.stop())
-        controls = widgets.VBox([self.alpha, self.beta, self.n_labelled, self.corruption_rate,
-                                 self.corruption_protocol, self.objective, self.labelling, self.epochs, self.seed])
+        controls = [self.alpha, self.beta, self.n_labelled, self.corruption_rate, self.corruption_protocol,
+                    self.objective, self.labelling, self.epochs, self.seed]
+        self.watch(*controls, redraw=False)        # the controls describe the next run: nothing to redraw
+        controls = widgets.VBox(controls)
         self.widget = widgets.VBox([self.info, controls,
                                     widgets.HBox([self.train_button, self.stop_button, self.progress]),
                                     self.status, self.plot])
@@ -264,7 +259,7 @@ def _png(images, image_shape, scale: int) -> bytes:
     return plots.png_bytes(plots.tile_images(images, image_shape), scale)
 
 
-class StylePanel(_Panel):
+class StylePanel(Panel):
     """Style exploration (the paper's Figure 2b), live: fix the digit y, move one slider per style
     dimension z_j and see :func:`latent.decode_style`; below, a grid over two chosen dimensions
     (:func:`latent.style_grid`) around the current z. With ``images``, a slider picks a test image
@@ -276,7 +271,6 @@ class StylePanel(_Panel):
         self.grid_values = torch.linspace(-2, 2, 7) if grid_values is None else \
             torch.as_tensor(grid_values, dtype=torch.float32)
         self._generator = torch.Generator().manual_seed(seed)
-        self._hold = False
         dims = [(f"z{j}", j) for j in range(model.style_dim)]
         self.digit = widgets.IntSlider(value=y, min=0, max=model.n_classes - 1, description="digit y")
         self.z = [widgets.FloatSlider(value=0.0, min=-STYLE_RANGE, max=STYLE_RANGE, step=0.05,
@@ -291,8 +285,7 @@ class StylePanel(_Panel):
         self.grid_caption = widgets.HTML()
         self.image.add_class("ssvae-style-image")
         self.grid.add_class("ssvae-style-grid")
-        for w in [self.digit, *self.z, self.grid_rows, self.grid_cols]:
-            w.observe(lambda _: self.redraw(), names="value")
+        self.watch(self.digit, *self.z, self.grid_rows, self.grid_cols)
         self.reset_button.on_click(lambda _: self.set_style(torch.zeros(model.style_dim)))
         self.sample_button.on_click(lambda _: self.set_style(torch.randn(model.style_dim,
                                                                          generator=self._generator)))
@@ -317,14 +310,14 @@ class StylePanel(_Panel):
     def set_style(self, z, digit: int | None = None) -> None:
         """Move all style sliders (and the digit) at once and redraw once; values outside +-3 are
         clipped by the sliders."""
-        self._hold = True
-        try:
+        z = torch.as_tensor(z, dtype=torch.float32)
+        if not torch.isfinite(z).all():
+            raise ValueError(f"StylePanel.z must be finite numbers, got {z.tolist()}")
+        with self.hold():
             if digit is not None:
                 self.digit.value = int(digit)
-            for slider, value in zip(self.z, torch.as_tensor(z, dtype=torch.float32).tolist()):
+            for slider, value in zip(self.z, z.tolist()):
                 slider.value = value
-        finally:
-            self._hold = False
         self.redraw()
 
     def copy_style_from(self, index: int) -> None:
@@ -335,9 +328,7 @@ class StylePanel(_Panel):
     def _show_source(self) -> None:
         self.source_image.value = _png(self.images[self.source.value][None], self.image_shape, self.scale // 2 or 1)
 
-    def redraw(self) -> None:
-        if self._hold:
-            return
+    def render(self) -> None:
         y, z = int(self.digit.value), self.style()
         self.image.value = _png(latent.decode_style(self.model, y, z)[None], self.image_shape, self.scale)
         rows, cols = int(self.grid_rows.value), int(self.grid_cols.value)
@@ -351,7 +342,7 @@ class StylePanel(_Panel):
                                    f"z{cols} from {lo:+.1f} to {hi:+.1f}; other dimensions as the sliders")
 
 
-class InterpolationPanel(_Panel):
+class InterpolationPanel(Panel):
     """Walk in style space between two test images with the digit fixed (:func:`latent.interpolate`);
     the strip shows image a, the decoded path, image b."""
 
@@ -366,8 +357,7 @@ class InterpolationPanel(_Panel):
         self.digit = widgets.IntSlider(value=y, min=0, max=model.n_classes - 1, description="digit y")
         self.image = widgets.Image(format="png", layout=_natural_size())
         self.image.add_class("ssvae-interpolation")
-        for w in (self.first, self.second, self.digit):
-            w.observe(lambda _: self.redraw(), names="value")
+        self.watch(self.first, self.second, self.digit)
         self.widget = widgets.VBox([widgets.HBox([self.first, self.second, self.digit]), self.image])
         self.redraw()
 
@@ -378,5 +368,5 @@ class InterpolationPanel(_Panel):
         path = latent.interpolate(self.model, x_a, x_b, int(self.digit.value), self.steps)
         return torch.cat([x_a[None], path, x_b[None]]).cpu()
 
-    def redraw(self) -> None:
+    def render(self) -> None:
         self.image.value = _png(self.strip(), self.image_shape, self.scale)

@@ -5,9 +5,7 @@ import hashlib
 import http.server
 import math
 import os
-import sys
 import threading
-import types
 import urllib.request
 from pathlib import Path
 
@@ -408,9 +406,7 @@ def test_unknown_name_and_stray_arguments_raise(tmp_path):
 
 
 def test_shapes_hook_passes_arguments_on(monkeypatch):
-    fake = types.ModuleType("ssvae_lib.shapes")
-    fake.load_shapes = lambda **kwargs: ("shapes", kwargs)
-    monkeypatch.setitem(sys.modules, "ssvae_lib.shapes", fake)
+    monkeypatch.setattr(data.shapes, "load_shapes", lambda **kwargs: ("shapes", kwargs))
     assert load_dataset("shapes", n_images=12) == ("shapes", {"seed": 0, "n_images": 12})
     assert load_dataset("shapes", seed=3)[1]["seed"] == 3
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
 from ssvae_lib import derivation_widgets as dw
-from ssvae_lib import toy
+from ssvae_lib import toy, toy_experiments
 
 F64 = torch.float64
 
@@ -49,11 +49,11 @@ def test_elbo_panel_sliders_drive_the_decomposition(linear_1d):
     model, x = linear_1d
     panel = dw.ElboPanel(model, x)
     before, image = panel.result, panel.image.value
-    assert before == toy.elbo_decomposition(model, x, [0.0], [0.0]) and _is_png(image)
+    assert before == toy_experiments.elbo_decomposition(model, x, [0.0], [0.0]) and _is_png(image)
     panel.means[0].value = 1.5
     panel.log_sds[0].value = -1.0
     assert panel.result != before and panel.image.value != image
-    assert panel.result == toy.elbo_decomposition(model, x, [1.5], [-1.0])
+    assert panel.result == toy_experiments.elbo_decomposition(model, x, [1.5], [-1.0])
     assert f"{panel.result['gap']:.4f}" in panel.readout.value
     panel.best_button.click()
     assert panel.result["gap"] == pytest.approx(0.0, abs=1e-10)             # 1-d: the posterior itself
@@ -64,11 +64,11 @@ def test_elbo_panel_in_two_dimensions(linear_2d):
     panel = dw.ElboPanel(model, x, m=[0.2, -0.1], log_s=[-0.3, 0.2])
     assert len(panel.means) == len(panel.log_sds) == 2
     panel.set_best()
-    m, log_s = toy.best_diagonal_gaussian(model, x)
+    m, log_s = toy_experiments.best_diagonal_gaussian(model, x)
     # sliders have a finite step, so compare with the library at the values the sliders actually hold
     held = panel.q_parameters()
     assert torch.allclose(held[0], m, atol=0.01) and torch.allclose(held[1], log_s, atol=0.01)
-    assert panel.result == toy.elbo_decomposition(model, x, *held)
+    assert panel.result == toy_experiments.elbo_decomposition(model, x, *held)
     assert panel.result["gap"] > 0.01
     with pytest.raises(ValueError, match="1-d or 2-d"):
         dw.ElboPanel(toy.LinearGaussian(torch.eye(3, dtype=F64), torch.zeros(3, dtype=F64), 1.0),
@@ -94,14 +94,16 @@ def test_gradient_panel_matches_the_library(linear_1d):
     panel = dw.GradientVariancePanel(model, x, m, log_s, n_replicates=300)
     first = panel.result["score_function"]["variance"]
     panel.n_samples.value = 16
-    for k, name in enumerate(toy.GRADIENT_ESTIMATORS):
-        expected = toy.elbo_gradient_estimates(model, x, m, log_s, 16, 300, name, _gen(panel.seed + k))[:, 0]
+    for k, name in enumerate(toy_experiments.GRADIENT_ESTIMATORS):
+        expected = toy_experiments.elbo_gradient_estimates(model, x, m, log_s, 16, 300, name,
+                                                           _gen(panel.seed + k))[:, 0]
         assert torch.equal(panel.result[name]["estimates"], expected)
-        exact = float(toy.exact_gradient_moments(model, x, m, log_s, name)[1][0]) / 16
+        exact = float(toy_experiments.exact_gradient_moments(model, x, m, log_s, name)[1][0]) / 16
         assert panel.result[name]["exact_variance"] == pytest.approx(exact)
     assert panel.result["score_function"]["variance"] != first
     panel.parameter.value = 1                                               # ∂/∂log σ
-    expected = toy.elbo_gradient_estimates(model, x, m, log_s, 16, 300, "reparameterised", _gen(panel.seed))[:, 1]
+    expected = toy_experiments.elbo_gradient_estimates(model, x, m, log_s, 16, 300, "reparameterised",
+                                                       _gen(panel.seed))[:, 1]
     assert torch.equal(panel.result["reparameterised"]["estimates"], expected)
     assert "score-function / reparameterised" in panel.readout.value and _is_png(panel.image.value)
 
@@ -112,8 +114,8 @@ def test_importance_sampling_panel_matches_the_library(linear_1d):
     panel = dw.ImportanceSamplingPanel(model, x, n_replicates=200)
     before = panel.result.estimates
     panel.set(n_samples=64, shift=1.5, scale=0.6, estimator="log_normaliser")
-    expected = toy.replicate_estimates(toy.PosteriorImportanceSampling(model, x, 1.5, 0.6), "log_normaliser", 64,
-                                       200, _gen(panel.seed))
+    expected = toy_experiments.replicate_estimates(toy_experiments.PosteriorImportanceSampling(model, x, 1.5, 0.6),
+                                                   "log_normaliser", 64, 200, _gen(panel.seed))
     assert torch.equal(panel.result.estimates, expected.estimates) and not torch.equal(panel.result.estimates, before)
     assert panel.result.exact == pytest.approx(float(model.log_marginal(x)))
     assert math.isinf(panel.result.chi_square) and "∞" in panel.readout.value
@@ -126,15 +128,15 @@ def test_supervised_panel_matches_the_library(style_model):
     x, y = _t([0.3, 0.4, 0.1]), 0
     panel = dw.SupervisedEstimatorPanel(style_model, x, y, n_replicates=200)
     panel.n_samples.value = 16
-    terms = toy.draw_supervised_terms(style_model, x, y, 16, 200, generator=_gen(panel.seed + 16))
-    expected = toy.supervised_estimates(terms, 1.0)
+    terms = toy_experiments.draw_supervised_terms(style_model, x, y, 16, 200, generator=_gen(panel.seed + 16))
+    expected = toy_experiments.supervised_estimates(terms, 1.0)
     assert all(torch.equal(panel.result["estimates"][k], expected[k]) for k in expected)
     cached = panel.terms(16)
     panel.alpha.value = 10.0                                                # recombines the same draws
     assert panel.terms(16) is cached
-    expected = toy.supervised_estimates(terms, 10.0)
+    expected = toy_experiments.supervised_estimates(terms, 10.0)
     assert all(torch.equal(panel.result["estimates"][k], expected[k]) for k in expected)
-    ref = toy.supervised_estimator_reference(style_model, x, y, 10.0)
+    ref = toy_experiments.supervised_estimator_reference(style_model, x, y, 10.0)
     shown = panel.result["reference"]
     assert shown.eq16 == pytest.approx(ref.eq16, abs=1e-10)
     assert shown.limit_as_written == pytest.approx(ref.limit_as_written, abs=1e-10)

@@ -90,6 +90,15 @@ def test_elbo_is_below_log_marginal_with_gap_equal_to_kl(linear):
     assert torch.allclose(gap, kl, atol=1e-10, rtol=0)
 
 
+def test_kl_to_prior_matches_torch(linear):
+    g = _gen(16)
+    m = torch.randn(5, 2, generator=g, dtype=F64)
+    log_s = 0.5 * torch.randn(5, 2, generator=g, dtype=F64)
+    q = MultivariateNormal(m, torch.diag_embed(torch.exp(2 * log_s)))
+    prior = MultivariateNormal(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    assert torch.allclose(linear.kl_to_prior(m, log_s), kl_divergence(q, prior), atol=1e-12, rtol=0)
+
+
 def test_elbo_equals_log_marginal_at_the_exact_posterior(linear_diagonal):
     x, _ = linear_diagonal.sample(6, _gen(7))
     mean, cov = linear_diagonal.posterior(x)

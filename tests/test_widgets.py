@@ -252,6 +252,17 @@ def test_random_style_slider_sequences_never_raise(moves):
         assert panel.image.value[:4] == b"\x89PNG"
 
 
+def test_style_panel_rejects_non_finite_styles():
+    panel = _style_panel()
+    panel.set_style([0.5, -0.5, 0.0])
+    image = panel.image.value
+    with pytest.raises(ValueError, match=r"StylePanel\.z\[1\] must be a finite number"):
+        panel.z[1].value = float("nan")
+    with pytest.raises(ValueError, match="StylePanel.z must be finite"):
+        panel.set_style([0.0, float("inf"), 0.0])
+    assert panel.style().tolist() == [0.5, -0.5, 0.0] and panel.image.value == image
+
+
 def _style_panel():
     if "style" not in _PANELS:
         torch.manual_seed(1)
