@@ -38,7 +38,8 @@ from torch import nn
 from . import data as data_mod
 from . import settings
 from .train import EVAL_SEED_OFFSET
-from .objectives import bernoulli_log_likelihood, categorical_entropy, gaussian_kl
+from .likelihoods import bernoulli_log_likelihood
+from .objectives import categorical_entropy, gaussian_kl
 
 __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observation_mask",
            "pattern_counts", "representation", "MultiLabelConfig", "MultiLabelResult",

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .estimators import log_mean_exp, self_normalised_weights
+from .likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood  # re-exported: tensor-level densities
 
 __all__ = [
     # densities
@@ -89,33 +90,6 @@ def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Ten
 def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     """log p(z) = log N(z; 0, I), summed over the last dimension (the prior of Eq. 4)."""
     return (-0.5 * z.pow(2) - 0.5 * _LOG_2PI).sum(-1)
-
-
-def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log p(x|·) = Σ_d x_d log σ(l_d) + (1 − x_d) log σ(−l_d) from logits, summed over the last dim.
-
-    Written as x·l − softplus(l), finite for any finite logits; x may be fractional (grey levels).
-    """
-    return (x * logits - F.softplus(logits)).sum(-1)
-
-
-def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor | float,
-                            var_floor: float = 0.0) -> torch.Tensor:
-    """log N(x; mean, (sigma² + var_floor) I) summed over the last dimension.
-
-    Thesis §4.2.3 (Mattei & Frellsen): with a learned variance and ``var_floor=0`` the likelihood is
-    unbounded as sigma → 0 at a reconstructed point. A positive ``var_floor`` bounds it above by
-    −½·D·log(2π·var_floor). The variance is formed in log space (logaddexp), so any finite
-    ``log_sigma`` gives a finite value when ``var_floor > 0``.
-    """
-    if not var_floor >= 0.0 or not math.isfinite(var_floor):
-        raise ValueError(f"var_floor must be a finite number >= 0, got {var_floor!r}")
-    log_sigma = torch.as_tensor(log_sigma, dtype=mean.dtype, device=mean.device)
-    log_var = 2.0 * log_sigma
-    if var_floor > 0.0:
-        log_var = torch.logaddexp(log_var, torch.full_like(log_var, math.log(var_floor)))
-    x, mean, log_var = torch.broadcast_tensors(x, mean, log_var)
-    return (-0.5 * ((x - mean).pow(2) * torch.exp(-log_var) + log_var + _LOG_2PI)).sum(-1)
 
 
 def categorical_entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
