@@ -10,25 +10,16 @@ Tuning never looks at the test set: ``--tune`` carves ``--validation`` images fr
 (``TrainConfig.validation_size``) and reports validation accuracy only.
 """
 import argparse
-import dataclasses
 import itertools
 import json
 import statistics
 import time
 
+from ssvae_lib.grid import parse_assignments
 from ssvae_lib.metrics import most_confused
 from ssvae_lib.train import TUNED, TrainConfig, confusion, train
 
 TUNING_GRID = {"beta": [6.0, 8.0], "gamma": [0.25, 0.5, 0.75, 1.0]}   # the second round (README)
-
-
-def parse_overrides(pairs):
-    types = {f.name: type(f.default) if f.default is not None else int for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for pair in pairs:
-        key, value = pair.split("=", 1)
-        out[key] = None if value.lower() == "none" else types[key](value)
-    return out
 
 
 def run(config_kwargs, seeds, split):
@@ -52,7 +43,10 @@ def main():
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
-    base = {"n_labelled": 100, **TUNED, **parse_overrides(args.set)}
+    try:
+        base = {"n_labelled": 100, **TUNED, **parse_assignments(args.set)}
+    except ValueError as err:
+        parser.error(f"--set: {err}")
     rows = []
     grids = [dict(zip(TUNING_GRID, values)) for values in itertools.product(*TUNING_GRID.values())] \
         if args.tune else [{}]

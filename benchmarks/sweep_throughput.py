@@ -18,14 +18,13 @@ import time
 
 import torch
 
-from ssvae_lib import engine
-from ssvae_lib.sweep import THESIS_ALPHAS
+from ssvae_lib import engine, grid
 from ssvae_lib.data import load_dataset
 from ssvae_lib.train import TrainConfig, train
 
 
 def alpha_runs(n: int, base: TrainConfig) -> list[TrainConfig]:
-    return [dataclasses.replace(base, alpha=THESIS_ALPHAS[i % 8], seed=i // 8) for i in range(n)]
+    return [dataclasses.replace(base, alpha=grid.THESIS_ALPHAS[i % 8], seed=i // 8) for i in range(n)]
 
 
 def timed(fn) -> tuple[float, float, float]:

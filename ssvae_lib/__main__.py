@@ -6,22 +6,27 @@ import dataclasses
 import json
 import sys
 import time
-import typing
 from pathlib import Path
 
 from . import settings
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per TrainConfig field, typed from its annotation."""
+    """One ``--flag`` per TrainConfig field, typed by ``grid.parse_value``."""
+    from .grid import field_type, parse_value
     from .train import TrainConfig
-    hints = typing.get_type_hints(TrainConfig)
+
+    def typed(name):
+        def convert(text):
+            try:
+                return parse_value(name, text)
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+        return convert
+
     for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
-        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-        optional = type(None) in typing.get_args(hint)
-        convert = (lambda s, b=base: None if s.lower() in ("none", "all") else b(s)) if optional else base
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=convert, default=f.default,
+        optional = field_type(f.name)[1]
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typed(f.name), default=f.default,
                             help=f"default: {f.default}" + (" ('all'/'none' for None)" if optional else ""))
 
 
@@ -101,48 +106,72 @@ def cmd_demo(args) -> int:
 
 def _grid_from(args):
     """The grid of ``sweep``: a preset or a spec file, with the axes and fields given on the command line."""
-    from . import sweep
+    from . import grid
     if (args.preset is None) == (args.spec is None):
         raise ValueError("give exactly one of --preset NAME or --spec FILE")
-    spec = sweep.GridSpec.from_file(args.spec) if args.spec else sweep.preset(args.preset, fast=args.fast)
+    spec = grid.GridSpec.from_file(args.spec) if args.spec else grid.preset(args.preset, fast=args.fast)
     changes = {}
     for axis, kind in (("alphas", float), ("corruption_rates", float), ("n_labelled", int), ("protocols", str),
                        ("objectives", str), ("seeds", int)):
         if getattr(args, axis) is not None:
-            changes[axis] = sweep.parse_values(getattr(args, axis), kind)
+            changes[axis] = grid.parse_values(getattr(args, axis), kind)
     for name in ("name", "epochs", "dataset"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.set:
-        changes["overrides"] = {**spec.overrides, **sweep.parse_assignments(args.set)}
+        try:
+            changes["overrides"] = {**spec.overrides, **grid.parse_assignments(args.set)}
+        except ValueError as err:
+            raise ValueError(f"--set: {err}") from None
     return dataclasses.replace(spec, **changes)
 
 
 def cmd_sweep(args) -> int:
-    from . import sweep
-    from .train import fast_mode
+    """Plan first (every check, nothing written), then train what is missing; ``--dry-run`` stops after
+    the plan."""
+    from . import store
     spec = _grid_from(args)
-    out = Path(args.out) if args.out else settings.figures_dir() / "sweep"
-    configs = spec.configs()
-    groups = sweep.plan([fast_mode(c) for c in configs])
-    print(f"grid {spec.name}: {len(configs)} runs in {len(groups)} stackable group(s); results in {out}")
+    out = Path(args.out)
+    plan = store.plan_sweep(spec, out, max_runs=args.max_runs, device=args.device,
+                            retry_failed=args.retry_failed)
+    print(plan.summary())
     if args.dry_run:
         return 0
     started = time.perf_counter()
-    rows = sweep.run_sweep(spec, out, max_runs=args.max_runs, scores=not args.no_scores, device=args.device)
+    try:
+        rows = store.run_sweep(spec, out, max_runs=args.max_runs, scores=not args.no_scores, device=args.device,
+                               datasets=plan.datasets, retry_failed=args.retry_failed)
+    except KeyboardInterrupt:
+        print(f"interrupted: the runs of finished chunks are recorded in {out}; run the same command to resume",
+              file=sys.stderr)
+        return 130
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows)} runs recorded ({len(failed)} failed) in {time.perf_counter() - started:.1f} s; "
-          f"wrote {out / 'results.csv'}")
+          f"wrote {out / store.CSV_NAME}")
+    if failed:
+        print(f"{len(failed)} run(s) diverged; they are recorded as failed and count as done "
+              "(--retry-failed trains them again)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_figures(args) -> int:
-    from . import plots, sweep
+    """Figures of every grid under ``--results`` (or of the ``--grid`` ones); an error, and nothing
+    written, when a requested grid has no finished run."""
+    from . import plots, store
     results = Path(args.results) if args.results else settings.figures_dir() / "sweep"
-    grids = sweep.load_grids(results)
-    if not any(grids.values()):
+    grids = store.load_grids(results)
+    wanted = args.grid or sorted(grids)
+    if not wanted:
         raise FileNotFoundError(f"no sweep results under {results}; run 'python -m ssvae_lib sweep' first")
-    written = plots.write_sweep_figures(grids, args.out)
+    unknown = [name for name in wanted if name not in grids]
+    if unknown:
+        raise FileNotFoundError(f"no grid {', '.join(unknown)} under {results} (grids there: "
+                                f"{', '.join(sorted(grids)) or 'none'})")
+    empty = [name for name in wanted if not any(r["status"] == "ok" for r in grids[name])]
+    if empty:
+        raise ValueError(f"grid {', '.join(empty)} under {results} has no finished run; nothing written "
+                         "(choose other grids with --grid NAME)")
+    written = plots.write_sweep_figures({name: grids[name] for name in wanted}, args.out)
     print("wrote " + ", ".join(str(p) for p in written if p.suffix != ".pdf") + " (and PDFs)")
     return 0
 
@@ -167,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="thesis-alpha, thesis-noise, paper-table (each also as NAME-fast)")
     p.add_argument("--spec", help="grid file (.json or .toml) with GridSpec fields, instead of a preset")
     p.add_argument("--fast", action="store_true", help="use the preset's -fast variant (seconds on a CPU)")
-    p.add_argument("--out", default=None, help="results folder (default: the checkout's figures/sweep)")
+    p.add_argument("--out", default="runs/sweep", help="results folder (default: runs/sweep)")
     p.add_argument("--name", default=None, help="grid name for the results (default: the preset's)")
     p.add_argument("--alphas", help="comma-separated α values, e.g. 0.1,1,10,100")
     p.add_argument("--corruption-rates", help="comma-separated label corruption rates in [0, 1]")
@@ -182,11 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runs", type=int, default=None, help="stack at most this many runs at once")
     p.add_argument("--device", default=None, help="cpu, cuda[:i] (default: each config's, i.e. auto)")
     p.add_argument("--no-scores", action="store_true", help="skip the label-leakage scores")
-    p.add_argument("--dry-run", action="store_true", help="print the number of runs and groups, train nothing")
+    p.add_argument("--retry-failed", action="store_true", help="train runs recorded as failed again")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print how many runs are done, failed and left (and in how many chunks); train "
+                        "and write nothing")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("figures", help="thesis-style sweep figures (Fig. 2, 3, App. B) and the accuracy table")
     p.add_argument("--results", default=None, help="sweep results folder (default: the checkout's figures/sweep)")
     p.add_argument("--out", default=None, help="output folder (default: the checkout's figures/)")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME",
+                   help="draw only this grid (repeatable; default: every grid under --results)")
     p.set_defaults(func=cmd_figures)
     return parser
 

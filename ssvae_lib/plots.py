@@ -263,7 +263,7 @@ def _finish_sweep_figure(fig, axes, title):
 def sweep_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
     """The thesis's Figures 2 and 3: final test ELBO (top left), accuracy (bottom left) and the
     label-leakage scores of z against ``x``, one line per labelled-set size M, mean ± 1 standard
-    deviation over seeds as error bars. ``rows``: one dict per run (``sweep.result_row``)."""
+    deviation over seeds as error bars. ``rows``: one dict per run (``store.result_row``)."""
     if x not in SWEEP_AXES:
         raise ValueError(f"x must be one of {tuple(SWEEP_AXES)}, got {x!r}")
     rows = _ok(rows)
@@ -366,7 +366,7 @@ def _sweep_title(grid: str, rows, error_bars: bool = True) -> str:
 
 
 def write_sweep_figures(grids: dict, directory: str | Path | None = None) -> list[Path]:
-    """For each grid (name -> rows with histories, ``sweep.load_grids``): the Figure 2/3-style panels and
+    """For each grid (name -> rows with histories, ``store.load_grids``): the Figure 2/3-style panels and
     the Appendix B curves per protocol and objective (when α or the corruption rate is swept), and the
     accuracy table as ``<grid>_accuracy.md`` and ``.csv``. Returns the written paths."""
     directory = Path(directory) if directory is not None else settings.figures_dir()
@@ -697,7 +697,7 @@ PROTOCOL_COLOURS = {"thesis": "tab:red", "corrected": "tab:blue"}
 def protocol_panels(rows, x: str = "alpha", fig=None, title: str | None = None):
     """The panels of :func:`sweep_panels` with one line per (protocol, M) instead of per M: mean ± 1
     standard deviation over seeds, and every seed as a small dot, so that a bimodal spread (runs that
-    saw no label next to runs that did) stays visible. ``rows``: one dict per run (``sweep.result_row``)."""
+    saw no label next to runs that did) stays visible. ``rows``: one dict per run (``store.result_row``)."""
     if x not in SWEEP_AXES:
         raise ValueError(f"x must be one of {tuple(SWEEP_AXES)}, got {x!r}")
     rows = _ok(rows)

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from ssvae_lib import engine, schedule, settings, sweep
+from ssvae_lib import engine, grid, schedule, settings
 from ssvae_lib import train as T
 from ssvae_lib.data import load_dataset
 from tiny_run import tiny_config
@@ -58,7 +58,7 @@ def test_config_round_trips_through_dict():
 def test_tuned_settings_are_a_valid_config_and_feed_the_paper_table():
     config = TrainConfig(n_labelled=100, **T.TUNED)
     assert config.beta > 1 and config.alpha == T.TUNED["alpha"]
-    for run in sweep.preset("paper-table").configs():
+    for run in grid.preset("paper-table").configs():
         assert all(getattr(run, k) == v for k, v in T.TUNED.items())
 
 
