@@ -8,13 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import settings
+from . import grid, latent, plots, settings, store, train
+from .data import describe, load_dataset
+from .grid import field_type, parse_value
+from .train import TUNED, TrainConfig
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field, typed by ``grid.parse_value``."""
-    from .grid import field_type, parse_value
-    from .train import TrainConfig
 
     def typed(name):
         def convert(text):
@@ -31,19 +32,16 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from(args):
-    from .train import TrainConfig
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 def cmd_data(args) -> int:
-    from .data import describe
     print(describe(args.dataset, root=args.root))
     return 0
 
 
 def write_run_outputs(result, out: Path) -> None:
     """history.json, config.json, model.pt and training_curves.{png,pdf} into ``out``."""
-    from . import plots, train
     out.mkdir(parents=True, exist_ok=True)
     (out / "history.json").write_text(json.dumps(result.history, indent=1))
     (out / "config.json").write_text(json.dumps(result.config.to_dict(), indent=1))
@@ -62,10 +60,9 @@ def _report(result, seconds: float) -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import train
     config = _config_from(args)
     started = time.perf_counter()
-    result = train(config)
+    result = train.train(config)
     write_run_outputs(result, Path(args.out))
     _report(result, time.perf_counter() - started)
     print(f"wrote {args.out}/history.json, config.json, model.pt, training_curves.png/.pdf")
@@ -74,7 +71,6 @@ def cmd_train(args) -> int:
 
 def demo_config() -> dict:
     """The validated settings (``train.TUNED``) with 40 epochs, so the demo stays under 3 minutes."""
-    from .train import TUNED
     return {**TUNED, "n_labelled": 100, "epochs": 40}
 
 
@@ -82,14 +78,11 @@ def cmd_demo(args) -> int:
     """Train with the README's defaults on the best offline dataset and write the seminar figures."""
     import torch
 
-    from . import latent, plots
-    from .train import TrainConfig, train
     config = TrainConfig(**{**demo_config(), "seed": args.seed, "dataset": args.dataset})
     started = time.perf_counter()
-    result = train(config)
+    result = train.train(config)
     _report(result, time.perf_counter() - started)
     model, out = result.model, args.figures
-    from .data import load_dataset
     ds = load_dataset(config.dataset, root=config.data_root)
     device = next(model.parameters()).device
     x = ds.x_test[:8].to(device)
@@ -106,7 +99,6 @@ def cmd_demo(args) -> int:
 
 def _grid_from(args):
     """The grid of ``sweep``: a preset or a spec file, with the axes and fields given on the command line."""
-    from . import grid
     if (args.preset is None) == (args.spec is None):
         raise ValueError("give exactly one of --preset NAME or --spec FILE")
     spec = grid.GridSpec.from_file(args.spec) if args.spec else grid.preset(args.preset, fast=args.fast)
@@ -129,7 +121,6 @@ def _grid_from(args):
 def cmd_sweep(args) -> int:
     """Plan first (every check, nothing written), then train what is missing; ``--dry-run`` stops after
     the plan."""
-    from . import store
     spec = _grid_from(args)
     out = Path(args.out)
     plan = store.plan_sweep(spec, out, max_runs=args.max_runs, device=args.device,
@@ -157,7 +148,6 @@ def cmd_sweep(args) -> int:
 def cmd_figures(args) -> int:
     """Figures of every grid under ``--results`` (or of the ``--grid`` ones); an error, and nothing
     written, when a requested grid has no finished run."""
-    from . import plots, store
     results = Path(args.results) if args.results else settings.figures_dir() / "sweep"
     grids = store.load_grids(results)
     wanted = args.grid or sorted(grids)

@@ -22,13 +22,15 @@ import torch
 
 from . import data as data_mod
 from . import settings
+from .likelihoods import OBSERVATION_MODELS
 from .models import ORDERS, SSVAE
 
 OBJECTIVES = ("m2", "ssvae")
 LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
+OBSERVATIONS = OBSERVATION_MODELS + ("gaussian_learned",)
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
-ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order")
+ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order", "observation")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TrainConfig:
     beta: float = 1.0                   # weight of the style's KL term (beta-VAE, Eq. 3); 1 = the ELBO
     objective: str = "m2"               # "m2": Eq. 8 + Eq. 9 enumeration; "ssvae": Eq. 20 + concrete
     order: str = "label_first"          # recognition order, see models.SSVAE
+    observation: str = "bernoulli"      # p(x|y,z): one of OBSERVATIONS (models.build_observation)
     labelling: str = "fixed"            # "fixed" labelled set, or the thesis's batch-keyed protocol
     corruption_rate: float = 0.0
     corruption_protocol: str = "fixed"  # "fixed" once, or "per_epoch" (thesis §5.3)
@@ -70,6 +73,8 @@ class TrainConfig:
 
         need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         need(self.order in ORDERS, f"order must be one of {ORDERS}, got {self.order!r}")
+        need(self.observation in OBSERVATIONS,
+             f"observation must be one of {OBSERVATIONS}, got {self.observation!r}")
         need(self.labelling in LABELLINGS, f"labelling must be one of {LABELLINGS}, got {self.labelling!r}")
         need(self.corruption_protocol in CORRUPTION_PROTOCOLS,
              f"corruption_protocol must be one of {CORRUPTION_PROTOCOLS}, got {self.corruption_protocol!r}")
@@ -134,4 +139,4 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE:
     """The untrained model of a run (initialised from torch's global generator: seed it first)."""
     return SSVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
-                 style_dim=config.style_dim, order=config.order)
+                 style_dim=config.style_dim, order=config.order, observation=config.observation)

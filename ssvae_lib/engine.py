@@ -383,6 +383,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     for c in configs:
         torch.manual_seed(c.seed)
         models.append(build_model(c, ds.input_dim, ds.n_classes).to(device))
+    models[0].observation.check(x_train)          # once, where the data enter: e.g. pixels in [0, 1]
     runs = Runs(models)
     optimiser = torch.optim.Adam(runs.parameters(), lr=first.lr)
     generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]

@@ -34,9 +34,7 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from .estimators import log_mean_exp
-# objectives._noise is private to objectives: the one place that draws (or checks given) noise. It is
-# imported here until objectives offers it under a public name (or iwae_log_likelihood moves there).
-from .objectives import _noise, gaussian_log_density, standard_normal_log_density
+from .objectives import gaussian_log_density, noise, standard_normal_log_density
 
 #: The sample sizes of disentanglement_lib's study configurations, for a full-size evaluation:
 #: ``beta_vae_score(encode, sampler, seed, **PAPER_SIZES["beta_vae_score"])``. For ``mig``,
@@ -597,13 +595,13 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     log_p_y = model.log_prior_y()[:, None, None]                                        # [C, 1, 1]
     if model.order == "label_first":
         mu, log_sigma = model.encode(x, labels)                                         # [C, 1, B, Dz]
-        eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + log_sigma.exp() * eps                                                  # [C, K, B, Dz]
         log_w = (model.log_likelihood(x, labels, z) + log_p_y + standard_normal_log_density(z)
                  - gaussian_log_density(z, mu, log_sigma))                              # [C, K, B]
         return torch.logsumexp(log_mean_exp(log_w, dim=1), dim=0)
     mu, log_sigma = model.encode_marginal(x)                                            # [B, Dz]
-    eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+    eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
     z = mu + log_sigma.exp() * eps                                                      # [K, B, Dz]
     log_joint = torch.logsumexp(model.log_likelihood(x, labels, z) + log_p_y, dim=0)    # [K, B]
     log_w = log_joint + standard_normal_log_density(z) - gaussian_log_density(z, mu, log_sigma)

@@ -1,6 +1,8 @@
-"""Encoder/decoder networks of the seminar thesis's SSVAE (its Figure 1), in two recognition orders.
+"""The one model: the seminar thesis's SSVAE (its Figure 1) in two recognition orders, with a swappable
+observation model, and its generalisation to K label variables.
 
-Generative model (Eq. 4): p(y) = Cat(1/C), p(z) = N(0, I), p(x|y,z) Bernoulli with logits from an MLP.
+Generative model (Eq. 4): p(y) = Cat(1/C), p(z) = N(0, I), p(x|y,z) the ``observation`` model
+(``likelihoods``: Bernoulli by default, continuous Bernoulli, Gaussian) of an MLP decoder's output.
 Recognition model, selected by ``order``:
 
 * ``"label_first"`` — q(y|x) q(z|x,y), Kingma's M2 factorisation (Eq. 5 / Eq. 21);
@@ -10,26 +12,32 @@ Recognition model, selected by ``order``:
 Shapes: ``x`` is always ``[B, D]``; ``y_onehot`` and ``z`` may carry extra leading dimensions (samples,
 enumerated classes). The shared hidden layer is computed once per image and broadcast, and every layer
 that reads a concatenation ``[h, y]`` is split into one matrix per input, so nothing is recomputed per
-importance sample. This module computes densities of its own distributions but no training loss.
+importance sample. :class:`MultiLabelSSVAE` is the same network for K label variables (every layer
+defined here once). This module computes densities of its own distributions but no training loss.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .likelihoods import (Bernoulli, ContinuousBernoulli, Gaussian, build_observation_model,
+                          continuous_bernoulli_log_normaliser)
 
 ORDERS = ("label_first", "style_first")
 
 
 class SSVAE(nn.Module):
     """MLP SSVAE: ``input_dim -> hidden_dim`` (ReLU) shared encoder layer, a ``n_classes`` digit head
-    and a ``style_dim`` Gaussian style head; decoder ``(y, z) -> hidden_dim -> input_dim``."""
+    and a ``style_dim`` Gaussian style head; decoder ``(y, z) -> hidden_dim -> input_dim`` followed by the
+    ``observation`` model (a name of ``likelihoods.OBSERVATION_MODELS`` or its ``config()`` dict)."""
 
     def __init__(self, input_dim: int = 784, hidden_dim: int = 256, n_classes: int = 10,
                  style_dim: int = 10, order: str = "label_first",
-                 log_sigma_range: tuple[float, float] = (-6.0, 2.0)):
+                 log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
         super().__init__()
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -51,6 +59,7 @@ class SSVAE(nn.Module):
         self.decoder_in_label = nn.Linear(n_classes, hidden_dim, bias=False)
         self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
         self.decoder_out = nn.Linear(hidden_dim, input_dim)
+        self.observation = build_observation(observation, input_dim)
 
     def forward(self, fn, *args):
         """``fn(self, *args)``. Lets ``torch.func.functional_call`` evaluate any function of the model
@@ -62,7 +71,7 @@ class SSVAE(nn.Module):
         """Constructor arguments, enough to rebuild the architecture (used by checkpoints)."""
         return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, n_classes=self.n_classes,
                     style_dim=self.style_dim, order=self.order,
-                    log_sigma_range=list(self.log_sigma_range))
+                    log_sigma_range=list(self.log_sigma_range), observation=self.observation.config())
 
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
         """Integer labels -> one-hot float; float tensors (one-hot or relaxed) pass through."""
@@ -133,22 +142,27 @@ class SSVAE(nn.Module):
         return F.relu(self.decoder_in_label(self.onehot(y)) + self.decoder_in_style(z))
 
     def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits of p(x|y,z), shape ``broadcast(y, z)[..., D]``."""
+        """The decoder's output for the observation model (Bernoulli logits by default),
+        shape ``broadcast(y, z)[..., D]``."""
         return self.decoder_out(self._decoder_hidden(y, z))
 
     def log_likelihood(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|y,z) summed over pixels: sum_d x_d l_d - softplus(l_d) with logits l = W h + b.
-
-        The first sum equals h . (W^T x) + b . x, computed from one ``[B, H]`` product per image instead
-        of a pixel-wise product for every (class, sample) row: only the softplus touches ``[..., D]``."""
+        """log p(x|y,z) summed over pixels. For the two Bernoulli models, sum_d x_d l_d + f(l_d) with logits
+        l = W h + b: the first sum equals h . (W^T x) + b . x, computed from one ``[B, H]`` product per image
+        instead of a pixel-wise product for every (class, sample) row; only f touches ``[..., D]``."""
         h = self._decoder_hidden(y, z)
+        if not isinstance(self.observation, (Bernoulli, ContinuousBernoulli)):
+            return self.observation.log_prob(x, self.decoder_out(h))
         weight, bias = self.decoder_out.weight, self.decoder_out.bias
-        x_dot_logits = (h * (x @ weight)).sum(-1) + x @ bias
-        return x_dot_logits - F.softplus(F.linear(h, weight, bias)).sum(-1)
+        logits = F.linear(h, weight, bias)
+        per_pixel = -F.softplus(logits)
+        if isinstance(self.observation, ContinuousBernoulli):
+            per_pixel = per_pixel + continuous_bernoulli_log_normaliser(logits)
+        return (h * (x @ weight)).sum(-1) + x @ bias + per_pixel.sum(-1)
 
     def generate(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Pixel means of p(x|y,z) in [0, 1]."""
-        return torch.sigmoid(self.decode(y, z))
+        """Pixel means E[x|y,z] of the observation model."""
+        return self.observation.mean(self.decode(y, z))
 
     @torch.no_grad()
     def infer_style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -164,3 +178,81 @@ class SSVAE(nn.Module):
         """Decode (predicted y, posterior-mean z): pixel means ``[B, D]``."""
         y = self.classify(x).argmax(-1)
         return self.generate(y, self.infer_style(x, y))
+
+
+def build_observation(spec, input_dim: int):
+    """The observation model named by ``spec`` ("bernoulli", "continuous_bernoulli", "gaussian" with
+    σ = 1, "gaussian_learned": a learned σ per pixel with a variance floor) or rebuilt from its config."""
+    if spec == "gaussian_learned":
+        return Gaussian(learned=True, n_pixels=input_dim)
+    return build_observation_model(spec)
+
+
+class MultiLabelSSVAE(SSVAE):
+    """The ``label_first`` SSVAE with K categorical labels of sizes ``label_sizes``: the label input of
+    every layer is the concatenation of the K one-hot vectors (Σ_k n_k columns) and the label head's
+    Σ_k n_k logits are the K heads side by side. With one label it is the SSVAE itself.
+
+    Labels are passed either as integer indices ``[..., K]`` or as the concatenation of their one-hot
+    vectors ``[..., Σ_k n_k]`` (float), and may carry leading dimensions that broadcast.
+    """
+
+    def __init__(self, input_dim: int = 784, hidden_dim: int = 256, label_sizes=(3, 4), style_dim: int = 10,
+                 log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
+        label_sizes = tuple(label_sizes)
+        if not label_sizes or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2
+                                  for n in label_sizes):
+            raise ValueError(f"label_sizes must be a non-empty sequence of integers >= 2, got {label_sizes!r}")
+        for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, style_dim=style_dim).items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        super().__init__(input_dim, hidden_dim, sum(label_sizes), style_dim, "label_first", log_sigma_range,
+                         observation)
+        self.label_sizes = tuple(int(n) for n in label_sizes)
+
+    @property
+    def n_labels(self) -> int:
+        """K, the number of label variables."""
+        return len(self.label_sizes)
+
+    def config(self) -> dict:
+        config = super().config()
+        del config["n_classes"], config["order"]
+        return {**config, "label_sizes": list(self.label_sizes)}
+
+    def onehot(self, labels: torch.Tensor) -> torch.Tensor:
+        """Integer labels ``[..., K]`` -> concatenated one-hots ``[..., Σ_k n_k]``; floats pass through."""
+        if labels.is_floating_point():
+            if labels.shape[-1] != self.n_classes:
+                raise ValueError(f"one-hot labels must have {self.n_classes} columns "
+                                 f"(sizes {self.label_sizes}), got shape {tuple(labels.shape)}")
+            return labels
+        if labels.shape[-1:] != (self.n_labels,):
+            raise ValueError(f"integer labels must have shape [..., K] with K = {self.n_labels}, "
+                             f"got {tuple(labels.shape)}")
+        for k, n in enumerate(self.label_sizes):
+            if labels.numel() and (int(labels[..., k].min()) < 0 or int(labels[..., k].max()) >= n):
+                raise ValueError(f"values of label {k} must lie in [0, {n - 1}], got min "
+                                 f"{int(labels[..., k].min())}, max {int(labels[..., k].max())}")
+        dtype = self.decoder_out.weight.dtype
+        return torch.cat([F.one_hot(labels[..., k].long(), n).to(dtype)
+                          for k, n in enumerate(self.label_sizes)], dim=-1)
+
+    def log_prior(self) -> list[torch.Tensor]:
+        """log p(y_k) for each label: uniform over its n_k values."""
+        weight = self.decoder_out.weight
+        return [torch.full((n,), -math.log(n), device=weight.device, dtype=weight.dtype)
+                for n in self.label_sizes]
+
+    def classify(self, x: torch.Tensor, features: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Logits of q(y_k|x) for every label: a list of K tensors ``[B, n_k]``."""
+        return list(super().classify(x, features).split(self.label_sizes, dim=-1))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """argmax_k q(y_k|x) for every label: int64 ``[B, K]``."""
+        return torch.stack([logits.argmax(-1) for logits in self.classify(x)], dim=-1)
+
+    @torch.no_grad()
+    def infer_style(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior mean of z given the labels (the predicted labels when None): ``[B, Dz]``."""
+        return self.encode(x, self.predict(x) if labels is None else labels)[0]

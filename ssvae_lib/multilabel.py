@@ -32,125 +32,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from . import data as data_mod
 from . import settings
-from .train import EVAL_SEED_OFFSET
-from .likelihoods import bernoulli_log_likelihood
+from .engine import EVAL_SEED_OFFSET
+from .models import MultiLabelSSVAE
 from .objectives import categorical_entropy, gaussian_kl
+from .shapes import FACTOR_NAMES, FACTOR_SIZES
 
 __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observation_mask",
            "pattern_counts", "representation", "MultiLabelConfig", "MultiLabelResult",
            "shapes_labels", "evaluate_multilabel", "train_multilabel"]
-
-
-class MultiLabelSSVAE(nn.Module):
-    """MLP SSVAE with K categorical labels of sizes ``label_sizes`` and a ``style_dim`` Gaussian style.
-
-    Encoder: ``input_dim -> hidden_dim`` (ReLU) shared layer; one logits head per label; the style
-    head reads the shared layer and the concatenated one-hot labels. Decoder:
-    ``(y_1..y_K, z) -> hidden_dim -> input_dim`` Bernoulli logits. With one label it is exactly the
-    ``label_first`` :class:`ssvae_lib.models.SSVAE` (same layers, renamed).
-
-    Labels are passed either as integer indices ``[..., K]`` or as the concatenation of their one-hot
-    vectors ``[..., Σ_k n_k]`` (float), and may carry leading dimensions that broadcast.
-    """
-
-    def __init__(self, input_dim: int = 784, hidden_dim: int = 256, label_sizes=(3, 4),
-                 style_dim: int = 10, log_sigma_range: tuple[float, float] = (-6.0, 2.0)):
-        super().__init__()
-        label_sizes = tuple(label_sizes)
-        if not label_sizes or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2
-                                  for n in label_sizes):
-            raise ValueError(f"label_sizes must be a non-empty sequence of integers >= 2, got {label_sizes!r}")
-        for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, style_dim=style_dim).items():
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.input_dim, self.hidden_dim, self.style_dim = int(input_dim), int(hidden_dim), int(style_dim)
-        self.label_sizes = tuple(int(n) for n in label_sizes)
-        self.log_sigma_range = tuple(float(v) for v in log_sigma_range)
-        total = sum(self.label_sizes)
-
-        self.hidden = nn.Linear(input_dim, hidden_dim)
-        self.label_heads = nn.ModuleList(nn.Linear(hidden_dim, n) for n in self.label_sizes)
-        self.style_head = nn.Linear(hidden_dim, 2 * style_dim)
-        self.style_from_labels = nn.Linear(total, 2 * style_dim, bias=False)
-        self.decoder_in_labels = nn.Linear(total, hidden_dim, bias=False)
-        self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
-        self.decoder_out = nn.Linear(hidden_dim, input_dim)
-
-    @property
-    def n_labels(self) -> int:
-        """K, the number of label variables."""
-        return len(self.label_sizes)
-
-    def config(self) -> dict:
-        """Constructor arguments, enough to rebuild the architecture."""
-        return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, label_sizes=list(self.label_sizes),
-                    style_dim=self.style_dim, log_sigma_range=list(self.log_sigma_range))
-
-    def onehot(self, labels: torch.Tensor) -> torch.Tensor:
-        """Integer labels ``[..., K]`` -> concatenated one-hots ``[..., Σ_k n_k]``; floats pass through."""
-        if labels.is_floating_point():
-            if labels.shape[-1] != sum(self.label_sizes):
-                raise ValueError(f"one-hot labels must have {sum(self.label_sizes)} columns "
-                                 f"(sizes {self.label_sizes}), got shape {tuple(labels.shape)}")
-            return labels
-        if labels.shape[-1:] != (self.n_labels,):
-            raise ValueError(f"integer labels must have shape [..., K] with K = {self.n_labels}, "
-                             f"got {tuple(labels.shape)}")
-        _check_label_range(labels, self.label_sizes, torch.ones_like(labels, dtype=torch.bool))
-        dtype = self.decoder_out.weight.dtype
-        return torch.cat([F.one_hot(labels[..., k].long(), n).to(dtype)
-                          for k, n in enumerate(self.label_sizes)], dim=-1)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.input_dim:
-            raise ValueError(f"expected inputs with {self.input_dim} features, got shape {tuple(x.shape)}")
-        return F.relu(self.hidden(x))
-
-    def log_prior(self) -> list[torch.Tensor]:
-        """log p(y_k) for each label: uniform over its n_k values."""
-        weight = self.decoder_out.weight
-        return [torch.full((n,), -math.log(n), device=weight.device, dtype=weight.dtype)
-                for n in self.label_sizes]
-
-    # -- recognition model ------------------------------------------------------------------------
-    def classify(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of q(y_k|x) for every label: a list of K tensors ``[B, n_k]``."""
-        h = self.features(x)
-        return [head(h) for head in self.label_heads]
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """argmax_k q(y_k|x) for every label: int64 ``[B, K]``."""
-        return torch.stack([logits.argmax(-1) for logits in self.classify(x)], dim=-1)
-
-    def encode(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, log_sigma) of q(z|x, y_1..y_K); ``labels`` may carry leading dimensions."""
-        params = self.style_head(self.features(x)) + self.style_from_labels(self.onehot(labels))
-        mu, log_sigma = params.chunk(2, dim=-1)
-        return mu, log_sigma.clamp(*self.log_sigma_range)
-
-    # -- generative model -------------------------------------------------------------------------
-    def decode(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits of p(x|y_1..y_K, z), shape ``broadcast(labels, z)[..., D]``."""
-        h = F.relu(self.decoder_in_labels(self.onehot(labels)) + self.decoder_in_style(z))
-        return self.decoder_out(h)
-
-    def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|y, z) summed over pixels."""
-        return bernoulli_log_likelihood(x, self.decode(labels, z))
-
-    def generate(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Pixel means of p(x|y, z) in [0, 1]."""
-        return torch.sigmoid(self.decode(labels, z))
-
-    @torch.no_grad()
-    def infer_style(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Posterior mean of z given the labels (the predicted labels when None): ``[B, Dz]``."""
-        return self.encode(x, self.predict(x) if labels is None else labels)[0]
 
 
 # ================================================================================================
@@ -316,7 +208,6 @@ class MultiLabelConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from .shapes import FACTOR_NAMES
         self.label_factors = tuple(self.label_factors)
         if not self.label_factors or any(f not in FACTOR_NAMES for f in self.label_factors) \
                 or len(set(self.label_factors)) != len(self.label_factors):
@@ -391,7 +282,6 @@ def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None 
     x, labels, x_test, labels_test = x.to(device), labels.to(device), x_test.to(device), labels_test.to(device)
     observed = observation_mask(len(x), len(config.label_factors), config.observe_prob, config.seed).to(device)
 
-    from .shapes import FACTOR_NAMES, FACTOR_SIZES
     sizes = [FACTOR_SIZES[FACTOR_NAMES.index(name)] for name in config.label_factors]
     torch.manual_seed(config.seed)
     model = MultiLabelSSVAE(input_dim=x.shape[1], hidden_dim=config.hidden_dim, label_sizes=sizes,

@@ -53,7 +53,7 @@ __all__ = [
     "bernoulli_log_likelihood", "gaussian_log_likelihood",
     "categorical_entropy", "categorical_kl",
     # noise and relaxation
-    "standard_gumbel", "relaxed_one_hot",
+    "noise", "standard_gumbel", "relaxed_one_hot",
     # tensor-level bounds and estimators
     "m2_supervised_bound", "enumerated_unsupervised_bound",
     "supervised_log_weights", "log_q_y_lower_bound", "log_q_y_iw_bound",
@@ -288,8 +288,10 @@ def _labels(y: torch.Tensor, n_classes: int, x: torch.Tensor,
     return index, onehot
 
 
-def _noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tensor,
-           generator: torch.Generator | None) -> torch.Tensor:
+def noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tensor,
+          generator: torch.Generator | None) -> torch.Tensor:
+    """``given`` ("normal" eps or "gumbel" noise of ``shape``) checked and moved to ``like``'s device and
+    dtype, or fresh noise drawn from ``generator`` when None: the one place the bounds take their noise."""
     name = "eps" if kind == "normal" else "gumbel"
     if given is None:
         return _draw(kind, shape, like, generator)
@@ -350,7 +352,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             raise ValueError("style_first models sample z from q(z|x) (proposal='marginal'); "
                              f"q(z|x,y) is not available, got proposal={proposal!r}")
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
-        eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
         log_q_z = gaussian_log_density(z, mu, log_sigma)                                # [S, B]
         log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z, **shared), -1), index)
@@ -364,7 +366,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
         log_q_y = _gather_class(log_q_all, index)                                       # [B]
         if proposal == "conditional":
             mu, log_sigma = model.encode(x, onehot, **shared)                           # [B, Dz]
-            eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+            eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
             z = mu + torch.exp(log_sigma) * eps
             log_q_z = gaussian_log_density(z, mu, log_sigma)                            # proposal
             log_q_yz = log_q_y + log_q_z
@@ -374,8 +376,8 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             dz = mu_all.shape[-1]
             mu_all = torch.broadcast_to(mu_all, (n_classes, 1, batch, dz))[:, 0]         # [C, B, Dz]
             log_sigma_all = torch.broadcast_to(log_sigma_all, (n_classes, 1, batch, dz))[:, 0]
-            eps = _noise("normal", eps, (n_samples, batch, dz), mu_all, generator)
-            gumbel = _noise("gumbel", gumbel, (n_samples, batch, n_classes), mu_all, generator)
+            eps = noise("normal", eps, (n_samples, batch, dz), mu_all, generator)
+            gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), mu_all, generator)
             component = F.one_hot((log_q_all + gumbel).argmax(-1), n_classes).to(x.dtype)  # [S, B, C]
             mu_k = torch.einsum("sbc,cbd->sbd", component, mu_all)
             log_sigma_k = torch.einsum("sbc,cbd->sbd", component, log_sigma_all)
@@ -431,7 +433,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
     mu, log_sigma = model.encode(x, onehot, **shared)                                   # [B, Dz]
-    eps = _noise("normal", eps, (n_samples, x.shape[0], mu.shape[-1]), mu, generator)
+    eps = noise("normal", eps, (n_samples, x.shape[0], mu.shape[-1]), mu, generator)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
     log_likelihood = model.log_likelihood(x, onehot, z)                                 # [S, B]
     return m2_supervised_bound(log_likelihood, beta * gaussian_kl(mu, log_sigma),
@@ -477,14 +479,14 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         if model.order == "label_first":
             log_q = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
             mu, log_sigma = model.encode(x, onehots, **shared)                          # [C, 1, B, Dz]
-            eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+            eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
             z = mu + torch.exp(log_sigma) * eps                                         # [C, S, B, Dz]
             reconstruction = model.log_likelihood(x, onehots, z).mean(1)                # [C, B]
             kl_z = torch.broadcast_to(beta * gaussian_kl(mu, log_sigma), (n_classes, 1, batch))[:, 0]
             per_class = (reconstruction - kl_z + log_p_y[:, None]).transpose(0, 1)      # [B, C]
             return enumerated_unsupervised_bound(log_q, per_class, dim=-1)
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
-        eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
         log_q = torch.log_softmax(model.classify_style(x, z, **shared), -1)             # [S, B, C]
         log_likelihood = model.log_likelihood(x, onehots, z)                            # [C, S, B]
@@ -494,18 +496,18 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
 
     if model.order == "label_first":
         logits = model.classify(x, **shared)                                            # [B, C]
-        gumbel = _noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
+        gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
         y_relaxed = relaxed_one_hot(logits, temperature, gumbel)                        # [S, B, C]
         mu, log_sigma = model.encode(x, y_relaxed, **shared)                            # [S, B, Dz]
-        eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
         z = mu + torch.exp(log_sigma) * eps
         per_sample = model.log_likelihood(x, y_relaxed, z) - beta * gaussian_kl(mu, log_sigma)  # [S, B]
         return per_sample.mean(0) - categorical_kl(logits, log_p_y)
     mu, log_sigma = model.encode_marginal(x, **shared)                                  # [B, Dz]
-    eps = _noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
+    eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
     logits = model.classify_style(x, z, **shared)                                       # [S, B, C]
-    gumbel = _noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
+    gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
     y_relaxed = relaxed_one_hot(logits, temperature, gumbel)
     per_sample = model.log_likelihood(x, y_relaxed, z) - categorical_kl(logits, log_p_y)
     return per_sample.mean(0) - beta * gaussian_kl(mu, log_sigma)

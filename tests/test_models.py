@@ -49,6 +49,39 @@ def test_log_likelihood_is_bernoulli(model):
     torch.testing.assert_close(model.log_likelihood(x, y, z), expect)
 
 
+@pytest.mark.parametrize("observation", ["bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned"])
+def test_each_observation_model_is_the_models_likelihood(observation):
+    """log p(x|y,z) of the model (with the one-product shortcut for the Bernoulli models, broadcast over
+    classes and samples) equals the observation model's closed form applied to the decoder's output."""
+    torch.manual_seed(0)
+    model = SSVAE(input_dim=12, hidden_dim=16, n_classes=4, style_dim=3, observation=observation)
+    x, z = torch.rand(5, 12), torch.randn(2, 5, 3)
+    every_class = torch.eye(4)[:, None, None, :]
+    reference = {"bernoulli": lambda l: x * torch.log(torch.sigmoid(l)) + (1 - x) * torch.log(torch.sigmoid(-l)),
+                 "continuous_bernoulli": lambda l: torch.distributions.ContinuousBernoulli(logits=l).log_prob(x),
+                 "gaussian": lambda m: torch.distributions.Normal(m, 1.0).log_prob(x),
+                 "gaussian_learned": lambda m: torch.distributions.Normal(
+                     m, (model.observation.log_sigma.exp() ** 2 + model.observation.var_floor).sqrt()).log_prob(x)}
+    want = reference[observation](model.decode(every_class, z[None])).sum(-1)
+    torch.testing.assert_close(model.log_likelihood(x, every_class, z[None]), want, rtol=1e-5, atol=1e-4)
+    rebuilt = SSVAE(**model.config())
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.log_likelihood(x, every_class, z[None]), want, rtol=1e-5, atol=1e-4)
+    assert model.generate(every_class, z[None]).shape == (4, 2, 5, 12)
+
+
+def test_the_observation_model_checks_the_data_where_it_enters(digits):
+    """Pixels in 0-255 are no Bernoulli observations: training refuses them before the first step."""
+    from ssvae_lib import train
+    from tiny_run import tiny_config
+    grey_255 = digits.to("cpu")
+    grey_255 = type(digits)(**{**grey_255.__dict__, "x_train": digits.x_train * 255})
+    with pytest.raises(ValueError, match="'bernoulli' observation model needs x in \\[0, 1\\]"):
+        train.train(tiny_config(epochs=1), dataset=grey_255, progress=False)
+    result = train.train(tiny_config(epochs=1, observation="gaussian"), dataset=grey_255, progress=False)
+    assert math.isfinite(result.final("elbo"))
+
+
 def test_log_sigma_is_clamped():
     model = SSVAE(input_dim=4, hidden_dim=4, n_classes=2, style_dim=2, log_sigma_range=(-1.0, 0.5))
     with torch.no_grad():

@@ -171,8 +171,8 @@ def test_bound_stays_finite_when_q_underflows():
     values and gradients."""
     model = _model()
     with torch.no_grad():
-        for head in model.label_heads:
-            head.bias.copy_(torch.linspace(-800.0, 800.0, head.bias.numel(), dtype=F64))
+        for head_bias in model.label_head.bias.split(model.label_sizes):    # the K heads side by side
+            head_bias.copy_(torch.linspace(-800.0, 800.0, head_bias.numel(), dtype=F64))
     x, eps = _inputs(4)
     labels = torch.tensor([[0, 0], [2, 3], [1, 1], [0, 2]])
     bound = ML.masked_bound(model, x, labels, torch.tensor(PATTERNS), ALPHA, n_samples=S, eps=eps)

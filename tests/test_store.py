@@ -55,7 +55,7 @@ def fake_training(monkeypatch):
                                              error, "digits", "fake"))
         return outcomes
 
-    monkeypatch.setattr(sweep, "train_runs", train_runs)
+    monkeypatch.setattr(engine, "train_runs", train_runs)
     return calls
 
 
@@ -104,7 +104,7 @@ def test_sweep_records_each_run_and_resumes(tmp_path, digits, monkeypatch):
     spec = GridSpec("small", n_labelled=(50,), **SMALL)
     calls = []
     train_runs = engine.train_runs
-    monkeypatch.setattr(sweep, "train_runs", lambda configs, **kw: calls.append(len(configs)) or
+    monkeypatch.setattr(engine, "train_runs", lambda configs, **kw: calls.append(len(configs)) or
                         train_runs(configs, **kw))
     rows = store.run_sweep(spec, tmp_path, scores=False, progress=False, max_runs=3,
                            datasets={"digits": digits})
@@ -189,7 +189,7 @@ def test_an_interrupted_sweep_keeps_exactly_its_finished_runs(tmp_path, fake_tra
             raise KeyboardInterrupt
         return fake(configs, **kw)
 
-    monkeypatch.setattr(sweep, "train_runs", interrupted)
+    monkeypatch.setattr(engine, "train_runs", interrupted)
     assert main(["sweep", "--spec", str(spec_file), "--out", str(results), "--max-runs", "3"]) == 130
     assert "run the same command to resume" in capsys.readouterr().err
     finished = [r["key"] for r in store.load_records(results).values()]
@@ -198,7 +198,7 @@ def test_an_interrupted_sweep_keeps_exactly_its_finished_runs(tmp_path, fake_tra
     assert main(["figures", "--results", str(results), "--out", str(figures)]) == 0    # from what exists
     assert (figures / "cut_accuracy.md").exists()
     assert main(["figures", "--results", str(results), "--out", str(figures), "--grid", "other"]) == 2
-    monkeypatch.setattr(sweep, "train_runs", fake)
+    monkeypatch.setattr(engine, "train_runs", fake)
     assert main(["sweep", "--spec", str(spec_file), "--out", str(results), "--max-runs", "3"]) == 0
     assert len(manifest_keys(results, "cut")) == 8 and len(fake_training) == 1 + 2
 
