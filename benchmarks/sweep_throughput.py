@@ -4,6 +4,7 @@
     python benchmarks/sweep_throughput.py [--dataset auto] [--max-train 2000] [--max-test 2000]
                                           [--iwae-examples 500] [--epochs 1] [--stack 1,4,8,16]
                                           [--objective ssvae] [--labelling fixed] [--rounds 2] [--threads N]
+                                          [--devices cpu,cuda]
 
 The runs are an α sweep (the thesis's eight α values, repeated over seeds) on the chosen dataset with
 the thesis's architecture and batch sizes; each measurement includes the per-epoch evaluation (accuracy,
@@ -70,12 +71,13 @@ def main():
     parser.add_argument("--labelling", default="fixed")
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of every setting, interleaved")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--devices", default=None, help="comma-separated (default: cpu, and cuda when present)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {ds.provenance}")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     stack_sizes = [int(s) for s in args.stack.split(",")]
     for device in devices:
         base = TrainConfig(dataset=ds.name, objective=args.objective, labelling=args.labelling,
