@@ -22,13 +22,12 @@ import torch
 
 from . import data as data_mod
 from . import settings
-from .likelihoods import OBSERVATION_MODELS
+from .likelihoods import OBSERVATIONS
 from .models import ORDERS, SSVAE
 
 OBJECTIVES = ("m2", "ssvae")
 LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
-OBSERVATIONS = OBSERVATION_MODELS + ("gaussian_learned",)
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
 ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order", "observation")
 
@@ -45,7 +44,7 @@ class TrainConfig:
     beta: float = 1.0                   # weight of the style's KL term (beta-VAE, Eq. 3); 1 = the ELBO
     objective: str = "m2"               # "m2": Eq. 8 + Eq. 9 enumeration; "ssvae": Eq. 20 + concrete
     order: str = "label_first"          # recognition order, see models.SSVAE
-    observation: str = "bernoulli"      # p(x|y,z): one of OBSERVATIONS (models.build_observation)
+    observation: str = "bernoulli"      # p(x|y,z): one of likelihoods.OBSERVATIONS
     labelling: str = "fixed"            # "fixed" labelled set, or the thesis's batch-keyed protocol
     corruption_rate: float = 0.0
     corruption_protocol: str = "fixed"  # "fixed" once, or "per_epoch" (thesis §5.3)

@@ -46,13 +46,15 @@ GPU_MEMORY_FRACTION = 0.6        # share of the free GPU memory a chunk may use
 # ==========================================================================================
 # noise: the order of every draw, defined once
 # ==========================================================================================
-def _normal(shape, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+def _normal(shape, generator: torch.Generator | None) -> torch.Tensor:
+    device = generator.device if generator is not None else None
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
 
 
 def draw_step_noise(config: TrainConfig, model: SSVAE, n_unlabelled: int | None, n_labelled: int | None,
-                    generator: torch.Generator) -> dict:
-    """The noise of one step, in the order the bounds use it: the unsupervised term first (``"m2"``
+                    generator: torch.Generator | None) -> dict:
+    """The noise of one step (from torch's global generator when ``generator`` is None), in the order the
+    bounds use it: the unsupervised term first (``"m2"``
     enumeration: eps ``[1, B, Dz]``; ``"ssvae"`` concrete: label_first gumbel ``[1, B, C]`` then eps,
     style_first eps then gumbel), then the supervised term (eps ``[S, B_l, Dz]``)."""
     noise, dz, c = {}, model.style_dim, model.n_classes
@@ -103,10 +105,9 @@ def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, 
 def step_terms(model, config: TrainConfig, inputs: dict, validate: bool = False) -> torch.Tensor:
     """[unsupervised, supervised] terms of the negative Eq. 10 minibatch estimate, each divided by the
     nominal unlabelled batch ``config.batch_size`` (also for an epoch's smaller last batch, so no step
-    over-weights the labelled term). ``inputs``: ``x_u`` and/or ``x_l, y_l``, their noise, ``alpha``,
-    ``gamma`` (tensors, so that runs can be vectorised)."""
-    zero = torch.zeros((), device=inputs["alpha"].device)
-    unsupervised = supervised = zero
+    over-weights the labelled term). ``inputs``: ``x_u`` and/or ``x_l, y_l``, their noise, ``alpha`` and
+    ``gamma`` (numbers, or tensors when runs are vectorised)."""
+    unsupervised = supervised = torch.zeros((), device=inputs.get("x_u", inputs.get("x_l")).device)
     if "x_u" in inputs:
         unsupervised = -bounds(model, config, inputs["x_u"], None, noise=inputs).sum() / config.batch_size
     if "x_l" in inputs:
@@ -119,13 +120,9 @@ def step_terms(model, config: TrainConfig, inputs: dict, validate: bool = False)
 def step_loss(model, config: TrainConfig, x_unlab, x_lab, y_lab, generator=None) -> tuple[torch.Tensor, dict]:
     """One run's loss for one step (noise drawn from ``generator`` by :func:`draw_step_noise`) and its
     terms by name: the step the engine takes, for one model."""
-    device = (x_unlab if x_unlab is not None else x_lab).device
-    generator = generator if generator is not None else torch.Generator(device=device).manual_seed(
-        int(torch.randint(2**62, ())))
     noise = draw_step_noise(config, model, None if x_unlab is None else len(x_unlab),
                             None if x_lab is None else len(x_lab), generator)
-    inputs = {**noise, "alpha": torch.tensor(float(config.alpha), device=device),
-              "gamma": torch.tensor(float(config.gamma), device=device)}
+    inputs = {**noise, "alpha": config.alpha, "gamma": config.gamma}
     if x_unlab is not None:
         inputs["x_u"] = x_unlab
     if x_lab is not None:
@@ -469,12 +466,11 @@ def _step(runs: Runs, configs, per_run, errors, x_train, pool_rows, image_shape,
     runs with the same terms are one vectorised call."""
     first, device = configs[0], alpha.device
     groups: dict[tuple, list[int]] = {}
-    for r, (u, l, _) in enumerate(per_run):
-        if errors[r] is None:
-            groups.setdefault((u is not None, l is not None), []).append(r)
     rows = [{} for _ in configs]
-    for r in sorted(i for g in groups.values() for i in g):   # draws in run order, as each run alone
-        u, l, y = per_run[r]
+    for r, (u, l, y) in enumerate(per_run):
+        if errors[r] is not None:
+            continue
+        groups.setdefault((u is not None, l is not None), []).append(r)
         if l is not None:
             x_l = x_train[pool_rows[r][l.to(device)]]
             if first.augment_shift:   # drawn before the step noise
@@ -484,12 +480,13 @@ def _step(runs: Runs, configs, per_run, errors, x_train, pool_rows, image_shape,
             rows[r]["x_u"] = x_train[pool_rows[r][u.to(device)]]
         rows[r].update(draw_step_noise(configs[r], runs.models[0], None if u is None else len(u),
                                        None if l is None else len(l), generators[r]))
-        rows[r].update(alpha=alpha[r], gamma=gamma[r])
     terms = torch.zeros(len(configs), 2, device=device)
     for members in groups.values():
         inputs = {k: torch.stack([rows[r][k] for r in members]) for k in rows[members[0]]}
+        index = torch.as_tensor(members, device=device)
+        inputs.update(alpha=alpha[index], gamma=gamma[index])
         values = runs.map(lambda m, i: step_terms(m, first, i), members, inputs)
-        terms = terms.index_copy(0, torch.as_tensor(members, device=device), values)
+        terms = terms.index_copy(0, index, values)
     return terms
 
 

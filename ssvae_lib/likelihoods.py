@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ObservationModel", "Bernoulli", "ContinuousBernoulli", "Gaussian", "OBSERVATION_MODELS",
+__all__ = ["ObservationModel", "Bernoulli", "ContinuousBernoulli", "Gaussian", "OBSERVATION_MODELS", "OBSERVATIONS",
            "build_observation_model", "bernoulli_log_likelihood", "gaussian_log_likelihood",
            "continuous_bernoulli_log_normaliser", "continuous_bernoulli_mean"]
 
@@ -207,10 +207,15 @@ class Gaussian(ObservationModel):
 
 _MODELS = {cls.name: cls for cls in (Bernoulli, ContinuousBernoulli, Gaussian)}
 OBSERVATION_MODELS = tuple(_MODELS)
+# The names a config may give: the models with their defaults, and a Gaussian with a learned σ per pixel.
+OBSERVATIONS = OBSERVATION_MODELS + ("gaussian_learned",)
 
 
-def build_observation_model(spec: str | Mapping) -> ObservationModel:
-    """An observation model from its name (defaults) or a ``config()`` dict (name plus kwargs)."""
+def build_observation_model(spec: str | Mapping, n_pixels: int | None = None) -> ObservationModel:
+    """An observation model from a name of ``OBSERVATIONS`` (defaults; ``"gaussian_learned"`` needs
+    ``n_pixels``) or a ``config()`` dict (name plus kwargs)."""
+    if spec == "gaussian_learned":
+        return Gaussian(learned=True, n_pixels=n_pixels)
     if isinstance(spec, str):
         name, kwargs = spec, {}
     elif isinstance(spec, Mapping):
@@ -219,5 +224,5 @@ def build_observation_model(spec: str | Mapping) -> ObservationModel:
     else:
         raise TypeError(f"spec must be a name or a config dict, got {type(spec).__name__}")
     if name not in _MODELS:
-        raise ValueError(f"unknown observation model {name!r}; allowed: {', '.join(OBSERVATION_MODELS)}")
+        raise ValueError(f"unknown observation model {name!r}; allowed: {', '.join(OBSERVATIONS)}")
     return _MODELS[name](**kwargs)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .likelihoods import (Bernoulli, ContinuousBernoulli, Gaussian, build_observation_model,
+from .likelihoods import (Bernoulli, ContinuousBernoulli, build_observation_model,
                           continuous_bernoulli_log_normaliser)
 
 ORDERS = ("label_first", "style_first")
@@ -33,7 +33,7 @@ ORDERS = ("label_first", "style_first")
 class SSVAE(nn.Module):
     """MLP SSVAE: ``input_dim -> hidden_dim`` (ReLU) shared encoder layer, a ``n_classes`` digit head
     and a ``style_dim`` Gaussian style head; decoder ``(y, z) -> hidden_dim -> input_dim`` followed by the
-    ``observation`` model (a name of ``likelihoods.OBSERVATION_MODELS`` or its ``config()`` dict)."""
+    ``observation`` model (a name of ``likelihoods.OBSERVATIONS`` or its ``config()`` dict)."""
 
     def __init__(self, input_dim: int = 784, hidden_dim: int = 256, n_classes: int = 10,
                  style_dim: int = 10, order: str = "label_first",
@@ -59,7 +59,7 @@ class SSVAE(nn.Module):
         self.decoder_in_label = nn.Linear(n_classes, hidden_dim, bias=False)
         self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
         self.decoder_out = nn.Linear(hidden_dim, input_dim)
-        self.observation = build_observation(observation, input_dim)
+        self.observation = build_observation_model(observation, n_pixels=input_dim)
 
     def forward(self, fn, *args):
         """``fn(self, *args)``. Lets ``torch.func.functional_call`` evaluate any function of the model
@@ -180,12 +180,13 @@ class SSVAE(nn.Module):
         return self.generate(y, self.infer_style(x, y))
 
 
-def build_observation(spec, input_dim: int):
-    """The observation model named by ``spec`` ("bernoulli", "continuous_bernoulli", "gaussian" with
-    σ = 1, "gaussian_learned": a learned σ per pixel with a variance floor) or rebuilt from its config."""
-    if spec == "gaussian_learned":
-        return Gaussian(learned=True, n_pixels=input_dim)
-    return build_observation_model(spec)
+def check_label_range(labels: torch.Tensor, sizes: tuple[int, ...], observed: torch.Tensor) -> None:
+    """Every observed value of label k (``labels [..., K]`` where ``observed``) lies in [0, n_k − 1]."""
+    for k, n in enumerate(sizes):
+        values = labels[..., k][observed[..., k]]
+        if values.numel() and (int(values.min()) < 0 or int(values.max()) >= n):
+            raise ValueError(f"observed values of label {k} must lie in [0, {n - 1}], "
+                             f"got min {int(values.min())}, max {int(values.max())}")
 
 
 class MultiLabelSSVAE(SSVAE):
@@ -230,10 +231,7 @@ class MultiLabelSSVAE(SSVAE):
         if labels.shape[-1:] != (self.n_labels,):
             raise ValueError(f"integer labels must have shape [..., K] with K = {self.n_labels}, "
                              f"got {tuple(labels.shape)}")
-        for k, n in enumerate(self.label_sizes):
-            if labels.numel() and (int(labels[..., k].min()) < 0 or int(labels[..., k].max()) >= n):
-                raise ValueError(f"values of label {k} must lie in [0, {n - 1}], got min "
-                                 f"{int(labels[..., k].min())}, max {int(labels[..., k].max())}")
+        check_label_range(labels, self.label_sizes, torch.ones_like(labels, dtype=torch.bool))
         dtype = self.decoder_out.weight.dtype
         return torch.cat([F.one_hot(labels[..., k].long(), n).to(dtype)
                           for k, n in enumerate(self.label_sizes)], dim=-1)

@@ -36,7 +36,7 @@ import torch
 from . import data as data_mod
 from . import settings
 from .engine import EVAL_SEED_OFFSET
-from .models import MultiLabelSSVAE
+from .models import MultiLabelSSVAE, check_label_range
 from .objectives import categorical_entropy, gaussian_kl
 from .shapes import FACTOR_NAMES, FACTOR_SIZES
 
@@ -56,14 +56,6 @@ def joint_configurations(label_sizes) -> torch.Tensor:
     return torch.tensor(list(itertools.product(*(range(n) for n in sizes))), dtype=torch.int64)
 
 
-def _check_label_range(labels: torch.Tensor, sizes: tuple[int, ...], observed: torch.Tensor) -> None:
-    for k, n in enumerate(sizes):
-        values = labels[..., k][observed[..., k]]
-        if values.numel() and (int(values.min()) < 0 or int(values.max()) >= n):
-            raise ValueError(f"observed values of label {k} must lie in [0, {n - 1}], "
-                             f"got min {int(values.min())}, max {int(values.max())}")
-
-
 def _check_labels_and_mask(labels, observed, sizes: tuple[int, ...], batch: int) -> None:
     shape = (batch, len(sizes))
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != shape:
@@ -73,7 +65,7 @@ def _check_labels_and_mask(labels, observed, sizes: tuple[int, ...], batch: int)
         raise ValueError(f"observed must be a bool tensor of shape [B, K] = {list(shape)} (True = label "
                          f"observed), got {getattr(observed, 'dtype', type(observed).__name__)} "
                          f"{list(getattr(observed, 'shape', []))}")
-    _check_label_range(labels, sizes, observed)
+    check_label_range(labels, sizes, observed)
 
 
 def _check_alpha(alpha) -> float:

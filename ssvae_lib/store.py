@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import time
@@ -28,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
+
+from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import engine, settings
@@ -81,12 +84,17 @@ def run_key(config: TrainConfig | Mapping) -> str:
 # ==========================================================================================
 # records and manifests
 # ==========================================================================================
-def write_json(path: Path, payload) -> None:
+def write_text(path: Path, text: str) -> Path:
     """Atomic write: a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_text(text)
     tmp.replace(path)
+    return path
+
+
+def write_json(path: Path, payload) -> None:
+    write_text(path, json.dumps(payload, indent=1))
 
 
 def outcome_record(outcome, grid: str, device: str, runs_in_chunk: int, seconds: float) -> dict:
@@ -152,19 +160,18 @@ def add_to_manifest(results: Path, spec: GridSpec, keys: list[str]) -> None:
 # ==========================================================================================
 def result_row(record: dict) -> dict:
     """One flat row per run: the grid coordinates, the last evaluation (``accuracy``, ``elbo``,
-    ``log_likelihood`` on the evaluation split) and the leakage scores. A history entry names its split
-    either in a ``"split"`` field with plain keys or as a key prefix (``test_accuracy``)."""
+    ``log_likelihood`` on the evaluation split) and the leakage scores (history records of any age:
+    ``engine.upgrade_record``)."""
     c = {**IDENTITY_BASELINE, **record["config"]}
-    last = record["history"][-1] if record["history"] else {}
-    split = last.get("split") or ("validation" if "validation_accuracy" in last else "test")
+    last = engine.upgrade_record(record["history"][-1]) if record["history"] else {"split": "test"}
     row = {"key": record["key"], "grid": record["grid"], "status": record["status"],
            "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"], "order": c["order"],
            "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
            "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
            "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
-           "epochs_done": last.get("epoch", 0), "eval_split": split}
+           "epochs_done": last.get("epoch", 0), "eval_split": last["split"]}
     for name in ("accuracy", "elbo", "log_likelihood"):
-        row[name] = last.get(name, last.get(f"{split}_{name}", float("nan")))
+        row[name] = last.get(name, float("nan"))
     row["train_loss"] = last.get("train_loss", float("nan"))
     row.update(record.get("scores") or {})
     row["chunk_seconds"] = record.get("chunk_seconds", float("nan"))
@@ -181,16 +188,12 @@ def _row_order(row: dict) -> tuple:
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """Rows (dicts) to CSV, atomically; the columns are the union of the rows' keys, in first-seen order."""
-    path = Path(path)
     columns = list(dict.fromkeys(k for row in rows for k in row if k != "history"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(Path(path), text.getvalue())
 
 
 def write_results_csv(results: Path, records: dict[str, dict]) -> Path:
@@ -313,7 +316,6 @@ def run_sweep(spec: GridSpec, out: str | Path, *, max_runs: int | None = None, s
         migrate(out)
     recorded = set(p.done) | set(p.failed)                       # before, perhaps under another grid's name
     add_to_manifest(out, spec, [k for k in p.keys if k in recorded])
-    from tqdm.auto import tqdm
     bar = tqdm(total=len(p.configs), initial=len(p.configs) - p.remaining, disable=not progress,
                desc=spec.name, unit="run")
     try:

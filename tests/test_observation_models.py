@@ -318,3 +318,11 @@ def test_log_probs_are_finite_in_log_space(logit, x, log_sigma, dtype):
         assert abs(float(L.continuous_bernoulli_log_normaliser(l64))
                    - float(L.continuous_bernoulli_log_normaliser(l64.float()))) <= 1e-6
         assert abs(float(L.continuous_bernoulli_mean(l64)) - float(L.continuous_bernoulli_mean(l64.float()))) <= 1e-6
+
+
+def test_a_learned_gaussian_is_built_by_name_for_a_number_of_pixels():
+    model = build_observation_model("gaussian_learned", n_pixels=5)
+    assert isinstance(model, Gaussian) and model.learned and model.log_sigma.shape == (5,)
+    assert build_observation_model(model.config()).config() == model.config()
+    with pytest.raises(ValueError, match="n_pixels must be a positive int"):
+        build_observation_model("gaussian_learned")
