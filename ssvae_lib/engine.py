@@ -71,7 +71,7 @@ def draw_step_noise(config: TrainConfig, model: SSVAE, n_unlabelled: int | None,
 
 
 def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: int,
-                    generator: torch.Generator, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """The noise of one evaluation, one draw per batch of ``batch_size`` images: ELBO eps
     ``[1, n_images, Dz]`` (all batches), then IWAE eps ``[K, n_iwae, Dz]``."""
     def drawn(n, samples):
@@ -218,6 +218,7 @@ def evaluate_runs(runs: Runs, x: torch.Tensor, y: torch.Tensor, generators: Sequ
     rows = rows or eval_rows_per_run(runs.models[0], n_runs, iwae_samples, x.device)
     every = list(range(n_runs))
     totals = torch.zeros(3, n_runs, dtype=torch.float64)
+    training = runs.models[0].training
     runs.train(False)
     for start in range(0, n, rows):
         part = slice(start, start + rows)
@@ -229,20 +230,17 @@ def evaluate_runs(runs: Runs, x: torch.Tensor, y: torch.Tensor, generators: Sequ
             part = slice(start, min(start + rows, n_iwae))
             totals[2] += runs.map(lambda m, i: _iwae_sum(m, i["x"], i["eps"]), every,
                                   {"x": x[:, part], "eps": iwae_eps[:, :, part]}).double().cpu()
-    runs.train(True)
+    runs.train(training)                   # left in the mode it was found in
     return [{"accuracy": float(totals[0, r]) / n, "elbo": float(totals[1, r]) / n,
              "log_likelihood": float(totals[2, r]) / n_iwae} for r in range(n_runs)]
 
 
 def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: int = 16,
              iwae_examples: int = 500, batch_size: int = EVAL_BATCH, generator=None) -> dict:
-    """:func:`evaluate_runs` of one model on images ``x [n, D]`` with labels ``y [n]``."""
-    generator = generator if generator is not None else torch.Generator(device=x.device)
-    was_training = model.training
-    scores = evaluate_runs(Runs([model]), x[None], y[None], [generator], iwae_samples=iwae_samples,
-                           iwae_examples=iwae_examples, rows=batch_size, batch_size=batch_size)[0]
-    model.train(was_training)
-    return scores
+    """:func:`evaluate_runs` of one model on images ``x [n, D]`` with labels ``y [n]`` (noise from
+    ``generator``, else from torch's global generator)."""
+    return evaluate_runs(Runs([model]), x[None], y[None], [generator], iwae_samples=iwae_samples,
+                         iwae_examples=iwae_examples, rows=batch_size, batch_size=batch_size)[0]
 
 
 @torch.no_grad()
