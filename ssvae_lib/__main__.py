@@ -1,4 +1,9 @@
-"""Command line: ``python -m ssvae_lib {data,train,demo,sweep,figures} ...`` (``--help`` on each)."""
+"""Command line: ``python -m ssvae_lib {data,train,demo,sweep,figures} ...`` (``--help`` on each).
+
+Exit codes: 0 done; 1 a file, folder or download failed (e.g. MNIST missing offline); 2 a bad argument or
+setting; 3 a run diverged (its checkpoint and history up to the last complete epoch are written);
+130 interrupted by Ctrl-C (what finished is kept: a run's checkpoint and history, a sweep's finished runs).
+"""
 from __future__ import annotations
 
 import argparse
@@ -60,13 +65,21 @@ def _report(result, seconds: float) -> None:
 
 
 def cmd_train(args) -> int:
-    config = _config_from(args)
+    """Train, then write the run (also a diverged or interrupted one: what was done is kept)."""
+    config, out = _config_from(args), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)        # a folder that cannot be written fails before training
     started = time.perf_counter()
-    result = train.train(config)
-    write_run_outputs(result, Path(args.out))
+    try:
+        result, error = train.train(config), None
+    except train.DivergenceError as err:
+        result, error = err.result, err
+    write_run_outputs(result, out)
     _report(result, time.perf_counter() - started)
-    print(f"wrote {args.out}/history.json, config.json, model.pt, training_curves.png/.pdf")
-    return 0
+    print(f"wrote {out}/history.json, config.json, model.pt, training_curves.png/.pdf")
+    if error is not None:
+        print(f"error: the run diverged ({error}); {out} holds its last complete epoch", file=sys.stderr)
+        return 3
+    return 130 if result.stopped_early else 0
 
 
 def demo_config() -> dict:
@@ -94,7 +107,7 @@ def cmd_demo(args) -> int:
     grid = latent.style_grid(model, y=y, dims=(0, 1), values=values)
     written += plots.save_figure(plots.style_figure(grid, ds.image_shape, y, (0, 1), values), "demo_style_grid", out)
     print("wrote " + ", ".join(str(p) for p in written if p.suffix == ".png") + " (and PDFs)")
-    return 0
+    return 130 if result.stopped_early else 0
 
 
 def _grid_from(args):
@@ -142,7 +155,7 @@ def cmd_sweep(args) -> int:
     if failed:
         print(f"{len(failed)} run(s) diverged; they are recorded as failed and count as done "
               "(--retry-failed trains them again)", file=sys.stderr)
-    return 1 if failed else 0
+    return 3 if failed else 0
 
 
 def cmd_figures(args) -> int:
@@ -167,7 +180,8 @@ def cmd_figures(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ssvae_lib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ssvae_lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="show which dataset 'auto' (or --dataset) picks, its sizes and provenance")
     p.add_argument("--dataset", default="auto")
@@ -219,9 +233,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError) as err:     # a bad argument or setting
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:                     # files, folders, downloads
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +33,7 @@ LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
 ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order", "observation")
+MAX_SEED = 2**32 - 1                # seeds numpy, torch and the evaluation offset all accept
 
 
 @dataclass
@@ -66,35 +70,34 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        def need(ok, message):
-            if not ok:
-                raise ValueError(f"TrainConfig: {message}")
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name)))
 
-        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        need(self.order in ORDERS, f"order must be one of {ORDERS}, got {self.order!r}")
-        need(self.observation in OBSERVATIONS,
-             f"observation must be one of {OBSERVATIONS}, got {self.observation!r}")
-        need(self.labelling in LABELLINGS, f"labelling must be one of {LABELLINGS}, got {self.labelling!r}")
-        need(self.corruption_protocol in CORRUPTION_PROTOCOLS,
-             f"corruption_protocol must be one of {CORRUPTION_PROTOCOLS}, got {self.corruption_protocol!r}")
-        need(self.objective == "ssvae" or self.order == "label_first",
-             "objective 'm2' needs order 'label_first' (M2 has q(y|x) q(z|x,y)); use objective 'ssvae'")
-        need(math.isfinite(self.alpha) and self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")
-        need(math.isfinite(self.gamma) and self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}")
-        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        need(0.0 <= self.corruption_rate <= 1.0, f"corruption_rate must lie in [0, 1], got {self.corruption_rate}")
-        need(self.n_labelled is None or self.n_labelled >= 1,
-             f"n_labelled must be >= 1 or None (all), got {self.n_labelled}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        for name in ("epochs", "batch_size", "labelled_batch_size", "n_samples", "hidden_dim",
-                     "style_dim", "iwae_samples", "iwae_examples"):
-            need(int(getattr(self, name)) >= 1, f"{name} must be a positive integer, got {getattr(self, name)}")
-        need(isinstance(self.augment_shift, int) and self.augment_shift >= 0,
-             f"augment_shift must be an integer >= 0 (pixels), got {self.augment_shift!r}")
-        need(self.validation_size >= 0, f"validation_size must be >= 0, got {self.validation_size}")
-        need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-             f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
+        def need(ok, field, allowed):
+            if not ok:
+                raise ValueError(f"TrainConfig: {field} must be {allowed}, got {getattr(self, field)!r}")
+
+        for name, choices in (("objective", OBJECTIVES), ("order", ORDERS), ("observation", OBSERVATIONS),
+                              ("labelling", LABELLINGS), ("corruption_protocol", CORRUPTION_PROTOCOLS)):
+            need(getattr(self, name) in choices, name, f"one of {choices}")
+        if self.objective == "m2" and self.order != "label_first":
+            raise ValueError("TrainConfig: objective 'm2' needs order 'label_first' (M2 has q(y|x) q(z|x,y)); "
+                             "use objective 'ssvae'")
+        for name in ("alpha", "gamma", "beta"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "a finite number >= 0")
+        for name in ("lr", "temperature"):
+            need(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "a finite number > 0")
+        need(0.0 <= self.corruption_rate <= 1.0, "corruption_rate", "a number in [0, 1]")
+        for name in ("epochs", "batch_size", "labelled_batch_size", "n_samples", "hidden_dim", "style_dim",
+                     "iwae_samples", "iwae_examples"):
+            need(getattr(self, name) >= 1, name, "a positive integer")
+        for name in ("n_labelled", "max_train", "max_test"):
+            need(getattr(self, name) is None or getattr(self, name) >= 1, name, "a positive integer or None (all)")
+        need(self.augment_shift >= 0, "augment_shift", "an integer >= 0 (pixels)")
+        need(self.validation_size >= 0, "validation_size", "an integer >= 0")
+        need(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
+        need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
+             "'auto', 'cpu', 'mps' or 'cuda[:i]'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,6 +108,33 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
         return cls(**values)
+
+
+def field_type(name: str) -> tuple[type, bool]:
+    """(the value type, whether None is allowed) of a TrainConfig field, from its annotation."""
+    hints = typing.get_type_hints(TrainConfig)
+    if name not in hints:
+        raise ValueError(f"unknown TrainConfig field {name!r}; the fields are: {', '.join(hints)}")
+    hint = hints[name]
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return next(t for t in args if t is not type(None)), type(None) in args
+
+
+def _typed(name: str, value):
+    """``value`` as the type of field ``name`` (integral numbers as int, real numbers as float), or a
+    ``ValueError`` naming the field and the type it takes; never a silent rounding of 1.5 to 1."""
+    kind, optional = field_type(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        if kind is int and isinstance(value, numbers.Integral):
+            return int(value)
+        if kind is float and isinstance(value, numbers.Real):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    allowed = {int: "an integer", float: "a number", str: "a string"}[kind] + (" or None" if optional else "")
+    raise ValueError(f"TrainConfig: {name} must be {allowed}, got {value!r}")
 
 
 # Settings chosen on 1,000-image validation splits for M = 100 labels on MNIST-10k (README, Benchmarks):
@@ -132,7 +162,21 @@ def effective_supervised_weight(config: TrainConfig, n_labelled: int, n_unlabell
 
 
 def resolve_device(name: str) -> torch.device:
-    return data_mod.default_device() if name == "auto" else torch.device(name)
+    """``"auto"``: the best device here; a named CUDA or MPS device only where it exists (else a
+    ``ValueError`` saying what is available)."""
+    if name == "auto":
+        return data_mod.default_device()
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__}); "
+                             "use device 'auto' or 'cpu'")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is not available on this machine; use device 'auto' or 'cpu'")
+    return device
 
 
 def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE:

@@ -24,7 +24,9 @@ import math
 import os
 import struct
 import tempfile
+import time
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -66,6 +68,8 @@ MNIST_MIRRORS: tuple[str, ...] = (
 )
 
 DATASET_NAMES = ("auto", "mnist", "mnist-t10k", "digits", "shapes")
+# Pixels per image of each dataset, known without loading it (checkpoints check it against a config).
+INPUT_SIZES = {"mnist": 28 * 28, "mnist-t10k": 28 * 28, "digits": 8 * 8, "shapes": shapes.IMAGE_SIZE ** 2}
 
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -168,8 +172,12 @@ def _data_dir_and_source(root) -> tuple[Path, str]:
 
 
 def _present(directory: Path, stem: str) -> Path | None:
-    """The compressed (preferred) or uncompressed file for ``stem``, if either exists."""
+    """The compressed (preferred) or uncompressed file for ``stem``, if either exists; a
+    ``DataFileError`` if something else (a folder) stands in its place."""
     for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.exists() and not candidate.is_file():
+            raise DataFileError(f"{candidate} is a directory (or another non-file), not an MNIST idx file; "
+                                "remove it or point the data folder elsewhere")
         if candidate.is_file():
             return candidate
     return None
@@ -192,19 +200,24 @@ def _verified(path: Path, checksums: Mapping[str, str]) -> Path:
     return path
 
 
-def _fetch(url: str, target: Path, expected_md5: str, timeout: float) -> None:
+def _fetch(url: str, target: Path, expected_md5: str, timeout: float, deadline: float) -> None:
     """Download ``url`` to ``target`` atomically: a temporary file in the same folder, renamed
-    only after the MD5 matched; removed on any failure, so no partial file is ever left."""
+    only after the MD5 matched; removed on any failure, so no partial file is ever left.
+    ``timeout``: seconds one read may wait; ``deadline``: seconds the whole file may take."""
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    give_up = time.monotonic() + deadline
     try:
         digest = hashlib.md5(usedforsecurity=False)
         n_bytes = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=min(timeout, deadline)) as response:
             announced = response.headers.get("Content-Length")
-            for chunk in iter(lambda: response.read(1 << 16), b""):
+            for chunk in iter(lambda: response.read1(1 << 16), b""):
                 out.write(chunk)
                 digest.update(chunk)
                 n_bytes += len(chunk)
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"took longer than {deadline:g} s (the download deadline) after "
+                                       f"{n_bytes} bytes")
         if announced is not None and n_bytes != int(announced):
             raise OSError(f"connection ended after {n_bytes} of {announced} bytes")
         if digest.hexdigest() != expected_md5.lower():
@@ -217,14 +230,14 @@ def _fetch(url: str, target: Path, expected_md5: str, timeout: float) -> None:
 
 
 def _download(directory: Path, filename: str, mirrors: Sequence[str],
-              checksums: Mapping[str, str], timeout: float) -> list[str]:
+              checksums: Mapping[str, str], timeout: float, deadline: float) -> list[str]:
     """Try each mirror in turn; return [] on success, else one failure reason per mirror."""
     reasons = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         try:
             logger.info("downloading %s", url)
-            _fetch(url, directory / filename, checksums[filename], timeout)
+            _fetch(url, directory / filename, checksums[filename], timeout, deadline)
             return []
         except (OSError, ValueError, http.client.HTTPException) as err:
             reasons.append(f"{url}: {err}")
@@ -252,20 +265,25 @@ def _missing_message(directory: Path, missing: Sequence[str], checksums: Mapping
 
 
 def _load_idx_files(stems: Sequence[str], root, download: bool, mirrors: Sequence[str],
-                    checksums: Mapping[str, str],
-                    timeout: float) -> dict[str, tuple[Path, np.ndarray]]:
-    """stem -> (path, verified array) for the given idx files, downloading missing ``.gz`` files."""
+                    checksums: Mapping[str, str], timeout: float,
+                    deadline: float) -> dict[str, tuple[Path, np.ndarray]]:
+    """stem -> (path, verified array) for the given idx files, downloading missing ``.gz`` files
+    (folders created for them are removed again if they stay empty)."""
     directory = data_dir(root)
     missing = [s for s in stems if _present(directory, s) is None]
     if missing:
         if not download:
             raise MissingDataError(_missing_message(directory, missing, checksums, []))
+        created = [p for p in (directory, *directory.parents) if not p.exists()]
         directory.mkdir(parents=True, exist_ok=True)
         reasons = []
         for stem in missing:
-            reasons += _download(directory, f"{stem}.gz", mirrors, checksums, timeout)
+            reasons += _download(directory, f"{stem}.gz", mirrors, checksums, timeout, deadline)
         still_missing = [s for s in stems if _present(directory, s) is None]
         if still_missing:
+            for folder in created:                 # innermost first
+                if not any(folder.iterdir()):
+                    folder.rmdir()
             raise MissingDataError(_missing_message(directory, still_missing, checksums, reasons))
     files = {}
     for stem in stems:
@@ -305,9 +323,9 @@ def split_train_test(n_examples: int, n_test: int, seed: int) -> tuple[np.ndarra
     return np.sort(permutation[n_test:]), np.sort(permutation[:n_test])
 
 
-def _load_mnist(root, download, mirrors, checksums, timeout) -> Dataset:
+def _load_mnist(root, download, mirrors, checksums, timeout, deadline) -> Dataset:
     files = _load_idx_files(MNIST_TRAIN_FILES + MNIST_TEST_FILES, root, download, mirrors,
-                            checksums, timeout)
+                            checksums, timeout, deadline)
     x_train, y_train = _images_and_labels(*(files[s] for s in MNIST_TRAIN_FILES))
     x_test, y_test = _images_and_labels(*(files[s] for s in MNIST_TEST_FILES))
     (train_path, train_images), (test_path, test_images) = (files[MNIST_TRAIN_FILES[0]],
@@ -321,8 +339,8 @@ def _load_mnist(root, download, mirrors, checksums, timeout) -> Dataset:
                    provenance)
 
 
-def _load_mnist_t10k(root, download, mirrors, checksums, timeout, seed) -> Dataset:
-    files = _load_idx_files(MNIST_TEST_FILES, root, download, mirrors, checksums, timeout)
+def _load_mnist_t10k(root, download, mirrors, checksums, timeout, deadline, seed) -> Dataset:
+    files = _load_idx_files(MNIST_TEST_FILES, root, download, mirrors, checksums, timeout, deadline)
     x, y = _images_and_labels(*(files[s] for s in MNIST_TEST_FILES))
     n_test = round(T10K_TEST_FRACTION * len(x))
     train, test = split_train_test(len(x), n_test, seed)
@@ -346,8 +364,13 @@ def _load_digits(seed) -> Dataset:
 
 
 def _auto_choice(root) -> tuple[str, str]:
-    """Which dataset ``"auto"`` uses for this data folder, and why (never downloads)."""
-    directory = data_dir(root)
+    """Which dataset ``"auto"`` uses for this data folder, and why (never downloads). A folder given
+    by ``root`` or ``$SSVAE_DATA_DIR`` that does not exist is an error, not a reason to fall back."""
+    directory, source = _data_dir_and_source(root)
+    if source != "the user cache" and not directory.is_dir():
+        raise MissingDataError(f"data folder {directory} (from {source}) does not exist"
+                               f"{' (it is a file)' if directory.exists() else ''}; give the folder that holds "
+                               "the MNIST idx files")
     train = all(_present(directory, s) for s in MNIST_TRAIN_FILES)
     test = all(_present(directory, s) for s in MNIST_TEST_FILES)
     if train and test:
@@ -360,12 +383,13 @@ def _auto_choice(root) -> tuple[str, str]:
 
 def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int = 0, *,
                  mirrors: Sequence[str] = MNIST_MIRRORS, checksums: Mapping[str, str] = MNIST_MD5,
-                 timeout: float = 60.0, **kwargs) -> Dataset:
+                 timeout: float = 60.0, deadline: float = 600.0, **kwargs) -> Dataset:
     """Load a dataset by name (see the module docstring for the names).
 
     ``root``: folder of the MNIST files (default: ``$SSVAE_DATA_DIR``, else the user cache).
     ``download``: fetch missing MNIST files from ``mirrors`` (never for ``"auto"``).
     ``seed``: the train/test re-split of ``mnist-t10k`` and ``digits``.
+    ``timeout``: seconds a download may wait for one read; ``deadline``: seconds one file may take.
     ``checksums``: file name -> MD5; a file is only used after matching it. A present file with
     a wrong checksum or header raises ``DataFileError`` (also under ``"auto"``: no silent
     fallback) and is never overwritten; absent files raise ``MissingDataError``.
@@ -380,13 +404,21 @@ def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int
     _check_int("seed", seed, low=0)
     if name == "auto":
         name, reason = _auto_choice(root)
-        logger.info("auto picked %s: %s", name, reason)
+        if name != "mnist":
+            warnings.warn(f"dataset 'auto' picked {name}, an offline stand-in, not full MNIST: {reason}. "
+                          "'python -m ssvae_lib data --dataset mnist' downloads full MNIST (11 MB) into "
+                          f"{data_dir(root)}.", UserWarning, stacklevel=2)
         download = False
     if name == "mnist":
-        return _load_mnist(root, download, mirrors, checksums, timeout)
+        return _load_mnist(root, download, mirrors, checksums, timeout, deadline)
     if name == "mnist-t10k":
-        return _load_mnist_t10k(root, download, mirrors, checksums, timeout, seed)
+        return _load_mnist_t10k(root, download, mirrors, checksums, timeout, deadline, seed)
     return _load_digits(seed)
+
+
+def input_size(name: str, root=None) -> int:
+    """Pixels per image of dataset ``name`` (for ``"auto"``: of the one it picks), without loading it."""
+    return INPUT_SIZES[_auto_choice(root)[0] if name == "auto" else name]
 
 
 def describe(name: str = "auto", root=None) -> str:

@@ -15,7 +15,8 @@ import torch
 class Dataset:
     """Train/test images and labels plus what the user needs to know about where they came from.
 
-    ``x_*``: float32 [N, D] in [0, 1]; ``y_*``: int64 [N]. Optional ``factors_*`` are int64 numpy
+    ``x_*``: float32 [N, D], finite (in [0, 1] for the Bernoulli observation models: training checks the
+    range its observation model needs); ``y_*``: int64 [N]. Optional ``factors_*`` are int64 numpy
     arrays [N, K] of ground-truth generative factors (rows aligned with ``x_*``), named by
     ``factor_names`` (used by procedurally generated datasets).
     """
@@ -40,6 +41,8 @@ class Dataset:
                 raise ValueError(f"x_{split} must be a float32 tensor of shape [N, D]")
             if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.dim() == 1):
                 raise ValueError(f"y_{split} must be an int64 tensor of shape [N]")
+            if not torch.isfinite(x).all():
+                raise ValueError(f"x_{split} holds non-finite values (nan or inf)")
             if len(x) != len(y):
                 raise ValueError(f"x_{split} has {len(x)} rows but y_{split} has {len(y)}")
             if x.shape[1] != math.prod(self.image_shape):
@@ -90,12 +93,14 @@ class Dataset:
             return " ".join(f"{c}:{n}" for c, n in enumerate(values))
 
         shape = "x".join(str(s) for s in self.image_shape)
+        both = torch.cat([self.x_train.reshape(-1), self.x_test.reshape(-1)])
+        low, high = (float(v) for v in torch.aminmax(both)) if both.numel() else (0.0, 0.0)
         return "\n".join(
             [
                 f"dataset: {self.name}",
                 f"provenance: {self.provenance}",
                 f"sizes: {self.n_train:,} train / {self.n_test:,} test",
-                f"images: {shape} = {self.input_dim} values in [0, 1]",
+                f"images: {shape} = {self.input_dim} values in [{low:g}, {high:g}]",
                 f"classes: {self.n_classes}",
                 f"train class counts: {counts(self.y_train)}",
                 f"test class counts: {counts(self.y_test)}",

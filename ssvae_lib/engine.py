@@ -41,6 +41,9 @@ CPU_MAX_RUNS = 8                 # runs per stack on a CPU (benchmarks/sweep_thr
 CPU_MEMORY_BUDGET = 2 << 30      # bytes a chunk may use on a CPU
 CPU_EVAL_PASS = 512 << 20        # bytes of one evaluation pass on a CPU
 GPU_MEMORY_FRACTION = 0.6        # share of the free GPU memory a chunk may use
+# A run diverges when a step's loss is not finite or exceeds this many times its first step's loss (in
+# magnitude, at least 1 nat per image): a sane run's loss falls from its first step, it never grows 10,000-fold.
+DIVERGENCE_FACTOR = 10_000
 
 
 # ==========================================================================================
@@ -99,7 +102,7 @@ def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, 
     method = "enumerate" if config.objective == "m2" else "concrete"
     return objectives.unsupervised_bound(model, x, method=method, temperature=config.temperature,
                                          beta=config.beta, eps=noise.get("u_eps"), gumbel=noise.get("u_gumbel"),
-                                         generator=generator)
+                                         generator=generator, validate=validate)
 
 
 def step_terms(model, config: TrainConfig, inputs: dict, validate: bool = False) -> torch.Tensor:
@@ -109,7 +112,8 @@ def step_terms(model, config: TrainConfig, inputs: dict, validate: bool = False)
     ``gamma`` (numbers, or tensors when runs are vectorised)."""
     unsupervised = supervised = torch.zeros((), device=inputs.get("x_u", inputs.get("x_l")).device)
     if "x_u" in inputs:
-        unsupervised = -bounds(model, config, inputs["x_u"], None, noise=inputs).sum() / config.batch_size
+        bound = bounds(model, config, inputs["x_u"], None, noise=inputs, validate=validate)
+        unsupervised = -bound.sum() / config.batch_size
     if "x_l" in inputs:
         bound = bounds(model, config, inputs["x_l"], inputs["y_l"], alpha=inputs["alpha"], noise=inputs,
                        validate=validate)
@@ -136,11 +140,11 @@ def step_loss(model, config: TrainConfig, x_unlab, x_lab, y_lab, generator=None)
 def _elbo_sums(model, x, y, eps):
     """(correct predictions, Σ ELBO) of one batch: argmax q(y|x) and Eq. 9 by enumeration."""
     correct = (model.classify(x).argmax(-1) == y).sum().float()
-    return correct, objectives.unsupervised_bound(model, x, method="enumerate", eps=eps).sum()
+    return correct, objectives.unsupervised_bound(model, x, method="enumerate", eps=eps, validate=False).sum()
 
 
 def _iwae_sum(model, x, eps):
-    return metrics.iwae_log_likelihood(model, x, eps.shape[0], eps=eps).sum()
+    return metrics.iwae_log_likelihood(model, x, eps.shape[0], eps=eps, validate=False).sum()
 
 
 # ==========================================================================================
@@ -174,6 +178,22 @@ class Runs:
             {k: v[torch.as_tensor(list(runs), device=v.device)] for k, v in self.params.items()}
         return vmap(lambda p, inp: functional_call(self.base, p, (fn, inp)))(params, inputs)
 
+    def weights(self) -> list[torch.Tensor]:
+        """A copy of :meth:`parameters` (every run's weights), for :meth:`copy_weights`."""
+        return [p.detach().clone() for p in self.parameters()]
+
+    @torch.no_grad()
+    def copy_weights(self, source: list[torch.Tensor], target: list[torch.Tensor], runs: Sequence[int]) -> None:
+        """The weights of ``runs`` from ``source`` into ``target`` (lists like :meth:`parameters`)."""
+        if not runs:
+            return
+        for s, t in zip(source, target):
+            if self.n_runs == 1:
+                t.copy_(s)
+            else:
+                index = torch.as_tensor(list(runs), device=t.device)
+                t[index] = s[index]
+
     def model(self, run: int) -> SSVAE:
         """Run ``run``'s model with its current weights (the model itself when R = 1)."""
         model = self.models[run]
@@ -206,7 +226,8 @@ def evaluate_runs(runs: Runs, x: torch.Tensor, y: torch.Tensor, generators: Sequ
     """Per run r: accuracy of argmax q(y|x), mean ELBO (Eq. 9, exact enumeration) and mean IWAE estimate of
     log p(x) with ``iwae_samples`` samples on the first ``iwae_examples`` images (nats per image), on its
     images ``x[r] [n, D]`` and labels ``y[r] [n]``, with noise from ``generators[r]``
-    (:func:`draw_eval_noise`, one draw per ``batch_size`` images). ``rows``: images per run and pass."""
+    (:func:`draw_eval_noise`, one draw per ``batch_size`` images). ``rows``: images per run and pass. The
+    images are the callers' to check (``model.check_input``: :func:`evaluate`, :func:`train_runs`)."""
     n_runs, n = x.shape[0], x.shape[1]
     if n_runs != runs.n_runs or len(generators) != n_runs or tuple(y.shape) != (n_runs, n) or n == 0:
         raise ValueError(f"evaluate: {runs.n_runs} runs, images {tuple(x.shape)}, labels {tuple(y.shape)} "
@@ -237,9 +258,19 @@ def evaluate_runs(runs: Runs, x: torch.Tensor, y: torch.Tensor, generators: Sequ
 
 def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: int = 16,
              iwae_examples: int = 500, batch_size: int = EVAL_BATCH, generator=None) -> dict:
-    """:func:`evaluate_runs` of one model on images ``x [n, D]`` with labels ``y [n]`` (noise from
-    ``generator``, else from torch's global generator)."""
-    return evaluate_runs(Runs([model]), x[None], y[None], [generator], iwae_samples=iwae_samples,
+    """:func:`evaluate_runs` of one model on images ``x [n, D]`` (``model.check_input``) with integer labels
+    ``y [n]`` (noise from ``generator``, else from torch's global generator)."""
+    x = model.check_input(x)
+    if len(x) == 0:
+        raise ValueError("evaluate needs at least one image, got an empty batch")
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or tuple(y.shape) != (len(x),):
+        raise ValueError(f"labels y must be integer class indices of shape [{len(x)}], got "
+                         f"{list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
+                         f"{' ' + str(y.dtype) if isinstance(y, torch.Tensor) else ''} "
+                         "(for one-hot labels pass y.argmax(1))")
+    if int(y.min()) < 0 or int(y.max()) >= model.n_classes:
+        raise ValueError(f"labels must lie in [0, {model.n_classes - 1}], got {int(y.min())} to {int(y.max())}")
+    return evaluate_runs(Runs([model]), x[None], y[None].to(x.device), [generator], iwae_samples=iwae_samples,
                          iwae_examples=iwae_examples, rows=batch_size, batch_size=batch_size)[0]
 
 
@@ -263,9 +294,10 @@ def upgrade_record(record: dict) -> dict:
     return {"split": split, **{k[len(prefix):] if k.startswith(prefix) else k: v for k, v in record.items()}}
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became nan or inf; names the step and the term. ``result`` keeps the run so far (the
-    model and the history up to the last complete epoch)."""
+class DivergenceError(FloatingPointError):
+    """A run diverged (a loss term not finite, or past ``DIVERGENCE_FACTOR`` times its first step's); names
+    the step and the term. ``result`` keeps the run so far: the history up to the last complete epoch and
+    the model with that epoch's weights."""
 
     def __init__(self, message: str, result=None):
         super().__init__(message)
@@ -344,10 +376,18 @@ def posterior_scores(model: SSVAE, x: torch.Tensor, y: torch.Tensor) -> dict:
     return {k: float(v) for k, v in metrics.leakage_scores(z.cpu(), y.cpu()).items()}
 
 
-def _non_finite(terms: torch.Tensor, epoch: int, step: int) -> str:
-    names = [n for n, t in zip(("unsupervised", "supervised"), terms.tolist()) if not math.isfinite(t)]
-    values = ", ".join(str(t) for t in terms.tolist() if not math.isfinite(t))
-    return f"non-finite loss at epoch {epoch}, step {step}: term(s) {', '.join(names) or 'total'} = {values}"
+def _diverged(terms: torch.Tensor, first: float, epoch: int, step: int) -> str | None:
+    """Why a run's step counts as diverged (see ``DIVERGENCE_FACTOR``), or None. ``terms``: its
+    [unsupervised, supervised] loss terms; ``first``: its first step's loss."""
+    where, loss = f"at epoch {epoch}, step {step}", float(terms.sum())
+    if not math.isfinite(loss):
+        names = [n for n, t in zip(("unsupervised", "supervised"), terms.tolist()) if not math.isfinite(t)]
+        values = ", ".join(str(t) for t in terms.tolist() if not math.isfinite(t))
+        return f"non-finite loss {where}: term(s) {', '.join(names) or 'total'} = {values}"
+    if abs(loss) > DIVERGENCE_FACTOR * max(abs(first), 1.0):
+        return (f"loss exploded {where}: {loss:.4g} nats per image, more than {DIVERGENCE_FACTOR:,} times the "
+                f"first step's ({first:.4g}); lower lr")
+    return None
 
 
 def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | None = None, scores: bool = True,
@@ -378,8 +418,10 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     for c in configs:
         torch.manual_seed(c.seed)
         models.append(build_model(c, ds.input_dim, ds.n_classes).to(device))
-    models[0].observation.check(x_train)          # once, where the data enter: e.g. pixels in [0, 1]
+    for x in (x_train, x_test):                # checked once, where the data enter
+        models[0].check_input(x)
     runs = Runs(models)
+    good = runs.weights()     # each run's weights at the end of its last complete epoch
     optimiser = torch.optim.Adam(runs.parameters(), lr=first.lr)
     generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
     eval_generators = [torch.Generator(device=device) for _ in configs]
@@ -387,7 +429,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     alpha = torch.tensor([c.alpha for c in configs], device=device, dtype=torch.float32)
     gamma = torch.tensor([c.gamma for c in configs], device=device, dtype=torch.float32)
     n_runs = len(configs)
-    histories, errors = [[] for _ in configs], [None] * n_runs
+    histories, errors, first_loss = [[] for _ in configs], [None] * n_runs, None
     callbacks = list(callbacks)
     if callbacks and n_runs > 1:
         raise ValueError("train_runs: callbacks watch a single run; train one config to use them")
@@ -411,9 +453,10 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
                               alpha, gamma)
                 losses = terms.sum(1)
                 values = terms.detach().cpu().double()
+                first_loss = values.sum(1) if first_loss is None else first_loss
                 for r in range(n_runs):
-                    if errors[r] is None and not math.isfinite(values[r].sum()):
-                        errors[r] = _non_finite(values[r], epoch, state.step)
+                    if errors[r] is None:
+                        errors[r] = _diverged(values[r], float(first_loss[r]), epoch, state.step)
                 if all(e is not None for e in errors):
                     break                          # no step: the last run keeps its last finite weights
                 alive = torch.tensor([e is None for e in errors], device=device)
@@ -436,6 +479,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
             evaluated = evaluate_runs(view, x_eval[alive], y_eval[alive], [eval_generators[r] for r in alive],
                                       iwae_samples=first.iwae_samples, iwae_examples=first.iwae_examples,
                                       rows=EVAL_BATCH if n_runs == 1 else None)
+            runs.copy_weights(runs.parameters(), good, alive)
             for r, result in zip(alive, evaluated):
                 histories[r].append({"epoch": epoch, "step": state.step, "split": preps[r].eval_split,
                                      "train_loss": float(totals[r]) / max(count, 1), **result,
@@ -447,6 +491,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
         stopped = True
     finally:
         bar.close()
+    runs.copy_weights(good, runs.parameters(), [r for r in range(n_runs) if errors[r] is not None])
     for cb in callbacks:
         cb.on_train_end(state)
     outcomes = []

@@ -17,13 +17,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import train as train_mod
+from .config import field_type
 from .train import TrainConfig
 
 PROTOCOLS = {"thesis": ("thesis", "per_epoch"), "corrected": ("fixed", "fixed")}
@@ -202,17 +201,6 @@ def parse_values(text: str, kind: type = float) -> tuple:
         except ValueError:
             raise ValueError(f"{part!r} in {text!r} is not a {kind.__name__}") from None
     return tuple(values)
-
-
-def field_type(name: str) -> tuple[type, bool]:
-    """(the value type, whether None is allowed) of a TrainConfig field, from its annotation."""
-    hints = typing.get_type_hints(TrainConfig)
-    if name not in hints:
-        raise ValueError(f"unknown TrainConfig field {name!r}; the fields are: {', '.join(hints)}")
-    hint = hints[name]
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    kinds = [t for t in args if t is not type(None)]
-    return kinds[0], type(None) in args
 
 
 def parse_value(name: str, text: str):

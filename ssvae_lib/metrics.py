@@ -578,7 +578,7 @@ def factor_vae_score(encode, sampler, seed: int = 0, *, batch_size: int = 64, n_
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=None,
-                        eps: torch.Tensor | None = None) -> torch.Tensor:
+                        eps: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
     """IWAE estimate of log p(x) per image, ``[B]`` (Burda et al. 2016), with y summed out exactly:
 
     * label_first: log Σ_y (1/K) Σ_k p(x, y, z_k^y) / q(z_k^y|x, y),  z_k^y ~ q(z|x, y);
@@ -589,7 +589,10 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     tight as the ELBO (Eq. 9) by Jensen's inequality over y ~ q(y|x).
 
     ``eps`` (``[K, B, Dz]``, optional): the standard normal noise to use instead of drawing it.
+    ``validate=False``: x already checked (``model.check_input``), e.g. under ``vmap``.
     """
+    if validate and hasattr(model, "check_input"):
+        x = model.check_input(x)
     n_classes, batch = model.n_classes, x.shape[0]
     labels = torch.eye(n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]   # [C, 1, 1, C]
     log_p_y = model.log_prior_y()[:, None, None]                                        # [C, 1, 1]

@@ -73,6 +73,20 @@ class SSVAE(nn.Module):
                     style_dim=self.style_dim, order=self.order,
                     log_sigma_range=list(self.log_sigma_range), observation=self.observation.config())
 
+    def check_input(self, x) -> torch.Tensor:
+        """``x`` as images for this model, or a ``ValueError`` saying what is allowed: a floating-point
+        ``[B, input_dim]`` tensor (cast to the weights' dtype) with values where the observation model
+        has its support (e.g. [0, 1] for Bernoulli). Reads every value once: call it where data enter."""
+        shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"images x must have shape [B, {self.input_dim}] for this model, got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"images x must be floating point ({self.observation.support} for the "
+                             f"{self.observation.name!r} observation model), got {x.dtype}; for 0-255 "
+                             "bytes use x.float() / 255")
+        self.observation.check(x)
+        return x.to(self.decoder_out.weight.dtype)
+
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
         """Integer labels -> one-hot float; float tensors (one-hot or relaxed) pass through."""
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):

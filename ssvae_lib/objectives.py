@@ -243,12 +243,17 @@ def _check_alpha(alpha) -> None:
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
 
 
-def _check_model(model, x: torch.Tensor) -> None:
+def _checked(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
+    """``x`` for ``model``: with ``validate``, ``model.check_input(x)`` where the model has it (shape, dtype,
+    the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``)."""
     order = getattr(model, "order", None)
     if order not in ORDERS:
         raise ValueError(f"model.order must be one of {ORDERS}, got {order!r}")
+    if validate and hasattr(model, "check_input"):
+        return model.check_input(x)
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    return x
 
 
 def _check_weight(name: str, value) -> None:
@@ -339,7 +344,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     (the β-VAE weighting, Eq. 3), by adding (β − 1)(log p(z^s) − log q(z^s|·)) to log p(x,y,z^s); the
     weights w^s do not change.
     """
-    _check_model(model, x)
+    x = _checked(model, x, validate)
     n_samples = _check_n_samples(n_samples)
     _check_weight("beta", beta)
     n_classes, batch = model.n_classes, x.shape[0]
@@ -408,10 +413,10 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
       Gradient: through z^s and all three log-densities, including the self-normalised weights.
 
     ``y``: integer labels ``[B]`` (int64) or exact one-hot ``[B, C]``. ``beta``: weight of the style's
-    KL term (the β-VAE weighting of Eq. 3; 1 gives the bound itself). ``validate=False``: labels already
-    checked by the caller (the engine checks them once where data enters), so the bound runs under vmap.
+    KL term (the β-VAE weighting of Eq. 3; 1 gives the bound itself). ``validate=False``: images and
+    labels already checked by the caller (the engine checks them once where data enters), so the bound runs under vmap.
     """
-    _check_model(model, x)
+    x = _checked(model, x, validate)
     if estimator not in SUPERVISED_ESTIMATORS:
         raise ValueError(f"estimator must be one of {SUPERVISED_ESTIMATORS}, got {estimator!r}")
     _check_alpha(alpha)
@@ -442,8 +447,8 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
 
 def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", temperature: float = 0.5,
                        n_samples: int = 1, beta: float = 1.0, eps: torch.Tensor | None = None,
-                       gumbel: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       gumbel: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                       validate: bool = True) -> torch.Tensor:
     """Unsupervised bound L_U(x) per example, ``[B]`` (Eq. 9 of the seminar thesis).
 
     ``method="enumerate"`` — exact sum over y:
@@ -464,8 +469,9 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     Gradient for τ > 0: through ỹ (to the classifier), z^s and the analytic KL terms.
 
     ``beta`` weights every KL(q(z|·) ‖ p(z)) above by β (the β-VAE weighting of Eq. 3; 1 gives Eq. 9).
+    ``validate=False``: x already checked by the caller (see :func:`supervised_bound`).
     """
-    _check_model(model, x)
+    x = _checked(model, x, validate)
     if method not in UNSUPERVISED_METHODS:
         raise ValueError(f"method must be one of {UNSUPERVISED_METHODS}, got {method!r}")
     n_samples = _check_n_samples(n_samples)

@@ -44,6 +44,9 @@ def prepare_data(config: TrainConfig, dataset: data_mod.Dataset | None = None) -
         x_pool, y_pool = x_pool[keep], y_pool[keep]
     if config.max_test is not None and config.max_test < len(y_eval):
         x_eval, y_eval = x_eval[:config.max_test], y_eval[:config.max_test]
+    if config.batch_size > len(y_pool):
+        raise ValueError(f"batch_size={config.batch_size} is larger than the training pool ({len(y_pool)} images); "
+                         f"choose at most {len(y_pool)}")
     if config.n_labelled is None:          # every image labelled: no class balancing to do
         labelled = torch.arange(len(y_pool))
     elif config.n_labelled > len(y_pool):

@@ -212,7 +212,7 @@ def test_train_keeps_the_run_when_the_loss_turns_non_finite(digits):
                 with torch.no_grad():
                     state.model.decoder_out.bias.fill_(float("nan"))
 
-    with pytest.raises(T.NonFiniteLossError, match="epoch 2, step 14: term.s. unsupervised, supervised") as caught:
+    with pytest.raises(T.DivergenceError, match="epoch 2, step 14: term.s. unsupervised, supervised") as caught:
         T.train(tiny(epochs=3), [Poison()], dataset=digits, progress=False)
     result = caught.value.result
     assert isinstance(result.model, SSVAE) and [r["epoch"] for r in result.history] == [1]

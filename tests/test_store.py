@@ -139,7 +139,7 @@ def test_command_line_sweep_and_figures(tmp_path, capsys):
     for name in ("cli_panels.png", "cli_panels.pdf", "cli_curves.png", "cli_accuracy.md", "cli_accuracy.csv"):
         assert (figures / name).stat().st_size > 0
     assert main(["sweep", "--preset", "paper-table", "--spec", "x.json"]) == 2   # a clear error, no traceback
-    assert main(["figures", "--results", str(tmp_path / "empty")]) == 2
+    assert main(["figures", "--results", str(tmp_path / "empty")]) == 1        # missing results: exit 1
 
 
 def test_default_results_folders():
@@ -197,7 +197,7 @@ def test_an_interrupted_sweep_keeps_exactly_its_finished_runs(tmp_path, fake_tra
     assert len((results / "results.csv").read_text().splitlines()) == 1 + 3
     assert main(["figures", "--results", str(results), "--out", str(figures)]) == 0    # from what exists
     assert (figures / "cut_accuracy.md").exists()
-    assert main(["figures", "--results", str(results), "--out", str(figures), "--grid", "other"]) == 2
+    assert main(["figures", "--results", str(results), "--out", str(figures), "--grid", "other"]) == 1
     monkeypatch.setattr(engine, "train_runs", fake)
     assert main(["sweep", "--spec", str(spec_file), "--out", str(results), "--max-runs", "3"]) == 0
     assert len(manifest_keys(results, "cut")) == 8 and len(fake_training) == 1 + 2
@@ -219,11 +219,11 @@ def test_failed_runs_are_recorded_and_count_as_done_unless_retried(tmp_path, fak
     command = ["sweep", "--spec", str(spec_file), "--out", str(tmp_path)]
     assert main(command + ["--dry-run"]) == 0
     assert "6 runs: 4 done, 2 failed, 0 to train in 0 chunk(s)" in capsys.readouterr().out
-    assert main(command) == 1 and fake_training == []                    # failed = done; still reported
+    assert main(command) == 3 and fake_training == []                    # failed = done; still reported
     assert "--retry-failed" in capsys.readouterr().err
     assert main(command + ["--retry-failed", "--dry-run"]) == 0
     assert "2 failed (to retry), 2 to train in 1 chunk(s)" in capsys.readouterr().out
-    assert main(command + ["--retry-failed"]) == 1 and fake_training == [[0, 1]]
+    assert main(command + ["--retry-failed"]) == 3 and fake_training == [[0, 1]]
     assert len(list((tmp_path / "records").glob("*.json"))) == 6         # retried in place, no duplicates
 
 

@@ -11,7 +11,7 @@ from ssvae_lib import engine, grid, schedule, settings
 from ssvae_lib import train as T
 from ssvae_lib.data import load_dataset
 from tiny_run import tiny_config
-from ssvae_lib.train import Callback, NonFiniteLossError, TrainConfig
+from ssvae_lib.train import Callback, DivergenceError, TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -215,7 +215,7 @@ class Poison(Callback):
 
 
 def test_non_finite_loss_names_step_and_term(digits):
-    with pytest.raises(NonFiniteLossError, match=r"step 3: term\(s\) unsupervised, supervised"):
+    with pytest.raises(DivergenceError, match=r"step 3: term\(s\) unsupervised, supervised"):
         T.train(tiny(), [Poison()], dataset=digits, progress=False)
 
 
