@@ -22,14 +22,19 @@ def check_real(name: str, value, low: float = -math.inf, high: float = math.inf,
     with ``open_interval``); else a ValueError saying which numbers are allowed."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not ((low < value < high) if open_interval else (low <= value <= high)):
-        if open_interval:
-            allowed = f"a number strictly between {low:g} and {high:g}"
-        elif high < math.inf:
-            allowed = f"a number in [{low:g}, {high:g}]"
+        if high < math.inf:
+            allowed = f"a number in {'(' if open_interval else '['}{low:g}, {high:g}{')' if open_interval else ']'}"
         else:
-            allowed = "a finite number" + (f" >= {low:g}" if low > -math.inf else "")
+            allowed = "a finite number" + (f" {'>' if open_interval else '>='} {low:g}" if low > -math.inf else "")
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return float(value)
+
+
+def check_choice(name: str, value, choices):
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
