@@ -1,7 +1,7 @@
 """Interactive panels of the derivation notebooks 01-03 (ipywidgets).
 
 Each panel is wiring only: its controls feed one call into :mod:`ssvae_lib.toy_experiments` (which
-computes) and one into :mod:`ssvae_lib.plots` (which draws). Every redraw stores the computed numbers in
+computes) and one into :mod:`ssvae_lib.derivation_plots` (which draws). Every redraw stores the computed numbers in
 ``panel.result`` and the drawing in ``panel.figure`` (a ``matplotlib.figure.Figure``) and shows it as
 a PNG in the panel, so a panel can be driven from code exactly as a reader drives it by hand
 (``panel.n_samples.value = 64``, ``panel.set(shift=1.0, scale=0.5)``; see :class:`ssvae_lib.panels.Panel`)
@@ -15,7 +15,7 @@ import html
 import ipywidgets as widgets
 import torch
 
-from . import plots, toy, toy_experiments
+from . import derivation_plots, plots, toy, toy_experiments
 from .panels import Panel
 
 POWERS_OF_TWO = tuple(2 ** k for k in range(11))          # 1 ... 1024
@@ -110,7 +110,7 @@ class ElboPanel(_DerivationPanel):
     def draw(self, result):
         mean, cov = self.model.posterior(self.x)
         m, log_s = self.q_parameters()
-        return plots.elbo_figure(result, mean.numpy(), cov.numpy(), m.numpy(), log_s.numpy())
+        return derivation_plots.elbo_figure(result, mean.numpy(), cov.numpy(), m.numpy(), log_s.numpy())
 
     def describe(self, r) -> str:
         return (f"log p(x) = {r['log_px']:.4f} = ELBO {r['elbo']:.4f} + KL(q ‖ p(z|x)) {r['gap']:.4f}; "
@@ -156,7 +156,7 @@ class GradientVariancePanel(_DerivationPanel):
 
     def draw(self, result):
         i = int(self.parameter.value)
-        return plots.gradient_variance_figure(
+        return derivation_plots.gradient_variance_figure(
             POWERS_OF_TWO, {name: float(self.exact_variance[name][i]) for name in result},
             int(self.n_samples.value), {name: r["estimates"] for name, r in result.items()},
             float(self.exact_gradient[i]), parameter=self.parameter_names[i])
@@ -203,7 +203,7 @@ class ImportanceSamplingPanel(_DerivationPanel):
                                                    _generator(self.seed))
 
     def draw(self, result):
-        return plots.importance_sampling_figure(self.experiment, result)
+        return derivation_plots.importance_sampling_figure(self.experiment, result)
 
     def describe(self, r) -> str:
         chi2 = "∞ (the weights have infinite variance)" if r.chi_square == float("inf") else f"{r.chi_square:.4g}"
@@ -249,7 +249,7 @@ class SupervisedEstimatorPanel(_DerivationPanel):
                     reference=self.reference.with_alpha(alpha))
 
     def draw(self, result):
-        return plots.supervised_estimator_figure(result["estimates"], result["reference"],
+        return derivation_plots.supervised_estimator_figure(result["estimates"], result["reference"],
                                                  int(self.n_samples.value))
 
     def describe(self, result) -> str:
