@@ -1,7 +1,7 @@
 """Interactive panels of the derivation notebooks 01-03 (ipywidgets).
 
 Each panel is wiring only: its controls feed one call into :mod:`ssvae_lib.toy_experiments` (which
-computes) and one into :mod:`ssvae_lib.plots` (which draws). Every redraw stores the computed numbers in
+computes) and one into :mod:`ssvae_lib.derivation_plots` (which draws). Every redraw stores the computed numbers in
 ``panel.result`` and the drawing in ``panel.figure`` (a ``matplotlib.figure.Figure``) and shows it as
 a PNG in the panel, so a panel can be driven from code exactly as a reader drives it by hand
 (``panel.n_samples.value = 64``, ``panel.set(shift=1.0, scale=0.5)``; see :class:`ssvae_lib.panels.Panel`)
@@ -15,7 +15,7 @@ import html
 import ipywidgets as widgets
 import torch
 
-from . import plots, toy, toy_experiments
+from . import derivation_plots, plots, toy, toy_experiments
 from .panels import Panel
 
 POWERS_OF_TWO = tuple(2 ** k for k in range(11))          # 1 ... 1024
@@ -25,6 +25,11 @@ _SLIDER = widgets.Layout(width="480px")
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+def _slider(kind, description: str, **options):
+    """A slider of a derivation panel: its description 140 px wide, the slider 480 px long."""
+    return kind(description=description, style=_STYLE, layout=_SLIDER, **options)
 
 
 class _DerivationPanel(Panel):
@@ -75,13 +80,11 @@ class ElboPanel(_DerivationPanel):
         dz = model.latent_dim
         m = [0.0] * dz if m is None else [float(v) for v in m]
         log_s = [0.0] * dz if log_s is None else [float(v) for v in log_s]
-        self.means = [widgets.FloatSlider(value=m[j], min=-4.0, max=4.0, step=0.01, style=_STYLE,
-                                          layout=_SLIDER, description=f"mean m{'₁₂'[j] if dz > 1 else ''}")
+        index = ["₁", "₂"] if dz > 1 else [""]
+        self.means = [_slider(widgets.FloatSlider, f"mean m{index[j]}", value=m[j], min=-4.0, max=4.0, step=0.01)
                       for j in range(dz)]
-        self.log_sds = [widgets.FloatSlider(value=log_s[j], min=-3.0, max=1.5, step=0.01, style=_STYLE,
-                                            layout=_SLIDER,
-                                            description=f"log σ{'₁₂'[j] if dz > 1 else ''}")
-                        for j in range(dz)]
+        self.log_sds = [_slider(widgets.FloatSlider, f"log σ{index[j]}", value=log_s[j], min=-3.0, max=1.5,
+                                step=0.01) for j in range(dz)]
         self.best_button = widgets.Button(description="best diagonal q", tooltip=(
             "set q to the diagonal Gaussian with the largest ELBO"))
         self.best_button.on_click(lambda _: self.set_best())
@@ -110,7 +113,7 @@ class ElboPanel(_DerivationPanel):
     def draw(self, result):
         mean, cov = self.model.posterior(self.x)
         m, log_s = self.q_parameters()
-        return plots.elbo_figure(result, mean.numpy(), cov.numpy(), m.numpy(), log_s.numpy())
+        return derivation_plots.elbo_figure(result, mean.numpy(), cov.numpy(), m.numpy(), log_s.numpy())
 
     def describe(self, r) -> str:
         return (f"log p(x) = {r['log_px']:.4f} = ELBO {r['elbo']:.4f} + KL(q ‖ p(z|x)) {r['gap']:.4f}; "
@@ -133,8 +136,7 @@ class GradientVariancePanel(_DerivationPanel):
         dz = model.latent_dim
         names = [f"m{j + 1}" for j in range(dz)] + [f"log σ{j + 1}" for j in range(dz)]
         self.parameter_names = names
-        self.n_samples = widgets.SelectionSlider(options=POWERS_OF_TWO, value=n_samples, style=_STYLE,
-                                                 layout=_SLIDER, description="samples S")
+        self.n_samples = _slider(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO, value=n_samples)
         self.parameter = widgets.Dropdown(options=[(f"∂ELBO/∂{n}", i) for i, n in enumerate(names)], value=0,
                                           style=_STYLE, description="derivative")
         self.exact_gradient = toy_experiments.exact_elbo_gradient(model, self.x, self.m, self.log_s)
@@ -156,7 +158,7 @@ class GradientVariancePanel(_DerivationPanel):
 
     def draw(self, result):
         i = int(self.parameter.value)
-        return plots.gradient_variance_figure(
+        return derivation_plots.gradient_variance_figure(
             POWERS_OF_TWO, {name: float(self.exact_variance[name][i]) for name in result},
             int(self.n_samples.value), {name: r["estimates"] for name, r in result.items()},
             float(self.exact_gradient[i]), parameter=self.parameter_names[i])
@@ -184,12 +186,10 @@ class ImportanceSamplingPanel(_DerivationPanel):
         self.x = torch.as_tensor(x, dtype=model.W.dtype)
         self.n_replicates = int(n_replicates)
         self.experiment = toy_experiments.PosteriorImportanceSampling(model, self.x, shift, scale)   # validates early
-        self.n_samples = widgets.SelectionSlider(options=POWERS_OF_TWO, value=n_samples, style=_STYLE,
-                                                 layout=_SLIDER, description="samples K")
-        self.shift = widgets.FloatSlider(value=shift, min=-3.0, max=3.0, step=0.05, style=_STYLE, layout=_SLIDER,
-                                         description="proposal shift (sd)")
-        self.scale = widgets.FloatLogSlider(value=scale, base=10, min=-0.5, max=0.5, step=0.01, style=_STYLE,
-                                            layout=_SLIDER, description="proposal scale", readout_format=".2f")
+        self.n_samples = _slider(widgets.SelectionSlider, "samples K", options=POWERS_OF_TWO, value=n_samples)
+        self.shift = _slider(widgets.FloatSlider, "proposal shift (sd)", value=shift, min=-3.0, max=3.0, step=0.05)
+        self.scale = _slider(widgets.FloatLogSlider, "proposal scale", value=scale, base=10, min=-0.5, max=0.5,
+                             step=0.01, readout_format=".2f")
         self.estimator = widgets.Dropdown(options=self.ESTIMATOR_CHOICES, value=estimator, style=_STYLE,
                                           description="estimate")
         super().__init__([self.n_samples, self.shift, self.scale, self.estimator], seed)
@@ -203,7 +203,7 @@ class ImportanceSamplingPanel(_DerivationPanel):
                                                    _generator(self.seed))
 
     def draw(self, result):
-        return plots.importance_sampling_figure(self.experiment, result)
+        return derivation_plots.importance_sampling_figure(self.experiment, result)
 
     def describe(self, r) -> str:
         chi2 = "∞ (the weights have infinite variance)" if r.chi_square == float("inf") else f"{r.chi_square:.4g}"
@@ -228,10 +228,8 @@ class SupervisedEstimatorPanel(_DerivationPanel):
         self.n_replicates = int(n_replicates)
         self._terms = {}
         self.reference = toy_experiments.supervised_estimator_reference(model, x, y, 0.0)     # any α: see with_alpha
-        self.n_samples = widgets.SelectionSlider(options=POWERS_OF_TWO[:9], value=n_samples, style=_STYLE,
-                                                 layout=_SLIDER, description="samples S")
-        self.alpha = widgets.FloatSlider(value=alpha, min=0.0, max=100.0, step=0.5, style=_STYLE, layout=_SLIDER,
-                                         description="α (alpha)")
+        self.n_samples = _slider(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO[:9], value=n_samples)
+        self.alpha = _slider(widgets.FloatSlider, "α (alpha)", value=alpha, min=0.0, max=100.0, step=0.5)
         super().__init__([self.n_samples, self.alpha], seed)
         self.redraw()
 
@@ -249,7 +247,7 @@ class SupervisedEstimatorPanel(_DerivationPanel):
                     reference=self.reference.with_alpha(alpha))
 
     def draw(self, result):
-        return plots.supervised_estimator_figure(result["estimates"], result["reference"],
+        return derivation_plots.supervised_estimator_figure(result["estimates"], result["reference"],
                                                  int(self.n_samples.value))
 
     def describe(self, result) -> str:

@@ -33,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from .checks import check_int, check_real, split_indices
 from .estimators import log_mean_exp
 from .objectives import gaussian_log_density, noise, standard_normal_log_density
 
@@ -99,25 +100,14 @@ def _codes_and_factors(codes, factors) -> tuple[np.ndarray, np.ndarray]:
     return c, f
 
 
-def _check_positive_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random (train, test) index arrays, both non-empty."""
-    n_test = int(round(test_fraction * n))
-    if not 0 < n_test < n:
-        raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test split of {n} rows")
-    permutation = np.random.default_rng(seed).permutation(n)
-    return permutation[n_test:], permutation[:n_test]
+def _split_by_factor(c: np.ndarray, f: np.ndarray, test_fraction: float, seed: int):
+    """Seeded random (train, test) row indices (``checks.split_indices``) in which every factor takes at
+    least two values among the training rows."""
+    train, test = split_indices(len(c), test_fraction, seed)
+    for k in range(f.shape[1]):
+        if len(np.unique(f[train, k])) < 2:
+            raise ValueError(f"factor column {k} takes a single value in the training split")
+    return train, test
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,11 +115,18 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
 # --------------------------------------------------------------------------------------------
 
 
+def _normalised_entropy(p: np.ndarray, base: float) -> float:
+    """Entropy of the distribution proportional to ``p``, in units of log(base)."""
+    p = p / p.sum()
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)) / np.log(base))
+
+
 def histogram_discretise(codes, n_bins: int = 20) -> np.ndarray:
     """Each code dimension cut into ``n_bins`` equal-width bins between its minimum and maximum
     (disentanglement_lib's ``histogram_discretize``): int64 bin indices [N, d] in [0, n_bins)."""
     c = _codes_array(codes)
-    n_bins = _check_positive_int("n_bins", n_bins)
+    n_bins = check_int("n_bins", n_bins)
     out = np.empty(c.shape, dtype=np.int64)
     for j in range(c.shape[1]):
         edges = np.linspace(c[:, j].min(), c[:, j].max(), n_bins + 1)
@@ -142,8 +139,7 @@ def discrete_entropy(labels) -> float:
     v = _class_array(labels, "labels", 1)
     if v.size == 0:
         raise ValueError("labels must not be empty")
-    p = np.unique(v, return_counts=True)[1] / v.size
-    return float(-np.sum(p * np.log(p)))
+    return _normalised_entropy(np.unique(v, return_counts=True)[1], np.e)
 
 
 def discrete_mutual_information(a, b) -> float:
@@ -182,7 +178,7 @@ def mutual_information_matrix(codes, factors, n_bins: int = 20) -> np.ndarray:
 def confusion_matrix(labels, predictions, n_classes: int) -> np.ndarray:
     """Counts ``C[i, j]`` of examples of true class i predicted as class j, ``[n_classes, n_classes]``;
     accuracy is ``trace(C) / C.sum()``."""
-    n_classes = _check_positive_int("n_classes", n_classes)
+    n_classes = check_int("n_classes", n_classes)
     t = _class_array(labels, "labels", 1)
     p = _class_array(predictions, "predictions", 1)
     if t.size != p.size:
@@ -208,12 +204,14 @@ def most_confused(confusion) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _probe_accuracy(features_train, y_train, features_test, y_test) -> float:
-    """Test accuracy of a multinomial logistic-regression probe (features standardised on the
-    training part, as the thesis's code does)."""
-    mean, std = features_train.mean(axis=0), features_train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    train, test = (features_train - mean) / std, (features_test - mean) / std
+def _probe_accuracy(features_train, y_train, features_test, y_test, standardise: bool = True) -> float:
+    """Test accuracy of a multinomial logistic-regression probe (with ``standardise``, features
+    standardised on the training part, as the thesis's code does)."""
+    train, test = features_train, features_test
+    if standardise:
+        mean, std = features_train.mean(axis=0), features_train.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        train, test = (features_train - mean) / std, (features_test - mean) / std
     if len(np.unique(y_train)) < 2:  # one class seen: the only possible prediction
         return float(np.mean(y_test == y_train[0]))
     probe = LogisticRegression(max_iter=1000).fit(train, y_train)
@@ -272,7 +270,7 @@ def leakage_scores(z, y, *, n_bins: int = 20, test_fraction: float = 0.2, seed: 
     n_classes = len(np.unique(y))
     if n_classes < 2:
         raise ValueError("y takes a single value; leakage needs at least two classes")
-    train, test = _split(len(y), _check_fraction("test_fraction", test_fraction), seed)
+    train, test = split_indices(len(y), test_fraction, seed)
 
     single = [_probe_accuracy(z[train, j:j + 1], y[train], z[test, j:j + 1], y[test])
               for j in range(z.shape[1])]
@@ -310,13 +308,6 @@ def mig(codes, factors, n_bins: int = 20) -> float:
     top = np.sort(m, axis=0)[::-1]
     entropies = np.array([discrete_entropy(f[:, k]) for k in range(f.shape[1])])
     return float(np.mean((top[0] - top[1]) / entropies))
-
-
-def _normalised_entropy(p: np.ndarray, base: int) -> float:
-    """Entropy of the distribution proportional to ``p``, in units of log(base)."""
-    p = p / p.sum()
-    p = p[p > 0]
-    return float(-np.sum(p * np.log(p)) / np.log(base))
 
 
 def dci_from_importance(importance) -> tuple[float, float]:
@@ -360,14 +351,12 @@ def dci(codes, factors, *, test_fraction: float = 1 / 3, n_estimators: int = 100
     if c.shape[1] < 2 or f.shape[1] < 2:
         raise ValueError(f"DCI needs at least two code dimensions and two factors, "
                          f"got d={c.shape[1]}, K={f.shape[1]}")
-    n_estimators = _check_positive_int("n_estimators", n_estimators)
-    max_depth = _check_positive_int("max_depth", max_depth)
-    train, test = _split(len(c), _check_fraction("test_fraction", test_fraction), seed)
+    n_estimators = check_int("n_estimators", n_estimators)
+    max_depth = check_int("max_depth", max_depth)
+    train, test = _split_by_factor(c, f, test_fraction, seed)
     importance = np.zeros((c.shape[1], f.shape[1]))
     train_accuracy, test_accuracy = [], []
     for k in range(f.shape[1]):
-        if len(np.unique(f[train, k])) < 2:
-            raise ValueError(f"factor column {k} takes a single value in the training split")
         model = GradientBoostingClassifier(n_estimators=n_estimators, max_depth=max_depth,
                                            random_state=seed).fit(c[train], f[train, k])
         importance[:, k] = np.abs(model.feature_importances_)
@@ -403,11 +392,9 @@ def sap_score_matrix(codes, factors, *, classifier: str = "threshold", test_frac
     if classifier not in ("threshold", "linear"):
         raise ValueError(f"classifier must be 'threshold' or 'linear', got {classifier!r}")
     c, f = _codes_and_factors(codes, factors)
-    train, test = _split(len(c), _check_fraction("test_fraction", test_fraction), seed)
+    train, test = _split_by_factor(c, f, test_fraction, seed)
     scores = np.zeros((c.shape[1], f.shape[1]))
     for k in range(f.shape[1]):
-        if len(np.unique(f[train, k])) < 2:
-            raise ValueError(f"factor column {k} takes a single value in the training split")
         n_classes = len(np.unique(f[:, k]))
         for j in range(c.shape[1]):
             model = _one_dim_classifier(classifier, n_classes, seed).fit(c[train, j:j + 1], f[train, k])
@@ -466,7 +453,7 @@ def sample_codes(encode, sampler, n: int, seed: int = 0) -> tuple[np.ndarray, np
     """``n`` random factor combinations and their codes: (codes [n, d], factors [n, K]), the
     input of ``mig``, ``dci`` and ``sap`` (see ``PAPER_SIZES`` for the papers' ``n``)."""
     _check_sampler(sampler)
-    n = _check_positive_int("n", n)
+    n = check_int("n", n)
     factors = np.asarray(sampler.sample_factors(n, np.random.default_rng(seed)), dtype=np.int64)
     return _encode(encode, sampler, factors), factors
 
@@ -505,16 +492,13 @@ def beta_vae_score(encode, sampler, seed: int = 0, *, batch_size: int = 64, n_tr
     mixing makes factors indistinguishable (e.g. two identically distributed factors rotated
     by 45 degrees: at most 1 - 1/K)."""
     sizes = _check_sampler(sampler)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    n_train = _check_positive_int("n_train", n_train)
-    n_eval = _check_positive_int("n_eval", n_eval)
+    batch_size = check_int("batch_size", batch_size)
+    n_train = check_int("n_train", n_train)
+    n_eval = check_int("n_eval", n_eval)
     rng = np.random.default_rng(seed)
     train_x, train_y = _beta_vae_points(encode, sampler, rng, n_train, batch_size, sizes)
     eval_x, eval_y = _beta_vae_points(encode, sampler, rng, n_eval, batch_size, sizes)
-    if len(np.unique(train_y)) < 2:
-        return float(np.mean(eval_y == train_y[0]))
-    classifier = LogisticRegression(max_iter=1000).fit(train_x, train_y)
-    return float(np.mean(classifier.predict(eval_x) == eval_y))
+    return _probe_accuracy(train_x, train_y, eval_x, eval_y, standardise=False)
 
 
 def _factor_vae_votes(encode, sampler, rng, n_points, batch_size, sizes, scale, active):
@@ -553,13 +537,11 @@ def factor_vae_score(encode, sampler, seed: int = 0, *, batch_size: int = 64, n_
     Like ``beta_vae_score`` it stays high for a generic rotation of an ideal code whenever each
     factor still has its own least-varying dimension."""
     sizes = _check_sampler(sampler)
-    batch_size = _check_positive_int("batch_size", batch_size, low=2)
-    n_train = _check_positive_int("n_train", n_train)
-    n_eval = _check_positive_int("n_eval", n_eval)
-    n_variance_estimate = _check_positive_int("n_variance_estimate", n_variance_estimate, low=2)
-    if isinstance(prune_threshold, bool) or not isinstance(prune_threshold, (int, float)) \
-            or prune_threshold < 0:
-        raise ValueError(f"prune_threshold must be a number >= 0, got {prune_threshold!r}")
+    batch_size = check_int("batch_size", batch_size, low=2)
+    n_train = check_int("n_train", n_train)
+    n_eval = check_int("n_eval", n_eval)
+    n_variance_estimate = check_int("n_variance_estimate", n_variance_estimate, low=2)
+    check_real("prune_threshold", prune_threshold, low=0.0)
     rng = np.random.default_rng(seed)
     codes = _encode(encode, sampler, np.asarray(sampler.sample_factors(n_variance_estimate, rng)))
     scale = np.std(codes, axis=0, ddof=1)

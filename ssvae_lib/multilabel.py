@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -35,9 +34,10 @@ import torch
 
 from . import data as data_mod
 from . import settings
+from .checks import check_int, check_real
 from .engine import EVAL_SEED_OFFSET
 from .models import MultiLabelSSVAE, check_label_range
-from .objectives import categorical_entropy, gaussian_kl
+from .objectives import categorical_entropy, gaussian_kl, noise
 from .shapes import FACTOR_NAMES, FACTOR_SIZES
 
 __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observation_mask",
@@ -68,12 +68,6 @@ def _check_labels_and_mask(labels, observed, sizes: tuple[int, ...], batch: int)
     check_label_range(labels, sizes, observed)
 
 
-def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    return float(alpha)
-
-
 def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, observed: torch.Tensor,
                  alpha: float, *, n_samples: int = 1, eps: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -90,9 +84,7 @@ def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, 
         raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
     sizes, batch = model.label_sizes, x.shape[0]
     _check_labels_and_mask(labels, observed, sizes, batch)
-    alpha = _check_alpha(alpha)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    alpha, n_samples = check_real("alpha", alpha), check_int("n_samples", n_samples)
     labels, observed = labels.to(x.device), observed.to(x.device)
 
     configs = joint_configurations(sizes).to(x.device)                                 # [J, K]
@@ -109,15 +101,7 @@ def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, 
     # L(x, c) for every configuration, with the same noise eps for all of them.
     onehots = model.onehot(configs)[:, None, :]                                        # [J, 1, Σn]
     mu, log_sigma = model.encode(x, onehots)                                           # [J, B, Dz]
-    if eps is None:
-        device = generator.device if generator is not None else x.device
-        eps = torch.randn((n_samples, batch, mu.shape[-1]), generator=generator, device=device,
-                          dtype=mu.dtype).to(x.device)
-    elif tuple(eps.shape) != (n_samples, batch, mu.shape[-1]):
-        raise ValueError(f"eps must have shape [n_samples, B, Dz] = {[n_samples, batch, mu.shape[-1]]}, "
-                         f"got {list(eps.shape)}")
-    else:
-        eps = eps.to(device=x.device, dtype=mu.dtype)
+    eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
     z = mu[:, None] + torch.exp(log_sigma[:, None]) * eps                               # [J, S, B, Dz]
     reconstruction = model.log_likelihood(x, onehots[:, None], z).mean(1)              # [J, B]
     log_p_config = sum(log_p[k][configs[:, k]] for k in range(len(sizes)))             # [J]
@@ -137,14 +121,10 @@ def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, 
 def observation_mask(n: int, n_labels: int, observe_prob: float, seed: int = 0) -> torch.Tensor:
     """Bool ``[n, K]``: each of the K labels of each example observed independently with
     probability ``observe_prob`` (so pattern O has probability p^|O| (1−p)^(K−|O|)). Seeded."""
-    for name, value, low in (("n", n, 1), ("n_labels", n_labels, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if isinstance(observe_prob, bool) or not isinstance(observe_prob, numbers.Real) \
-            or not 0.0 <= observe_prob <= 1.0:
-        raise ValueError(f"observe_prob must be a number in [0, 1], got {observe_prob!r}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 21]))
-    return torch.from_numpy(rng.random((int(n), int(n_labels))) < observe_prob)
+    n, n_labels, seed = check_int("n", n), check_int("n_labels", n_labels), check_int("seed", seed, low=0)
+    check_real("observe_prob", observe_prob, 0.0, 1.0)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 21]))
+    return torch.from_numpy(rng.random((n, n_labels)) < observe_prob)
 
 
 def pattern_counts(observed: torch.Tensor, names=None) -> dict[str, int]:
@@ -207,7 +187,7 @@ class MultiLabelConfig:
                              f"got {self.label_factors!r}")
         if not 0.0 <= self.observe_prob <= 1.0:
             raise ValueError(f"MultiLabelConfig: observe_prob must lie in [0, 1], got {self.observe_prob}")
-        _check_alpha(self.alpha)
+        check_real("alpha", self.alpha)
         if self.lr <= 0:
             raise ValueError(f"MultiLabelConfig: lr must be > 0, got {self.lr}")
         for name in ("epochs", "batch_size", "n_samples", "hidden_dim", "style_dim"):

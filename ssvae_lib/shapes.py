@@ -30,6 +30,7 @@ import functools
 import numpy as np
 import torch
 
+from .checks import check_int, split_indices
 from .dataset import Dataset
 
 FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "rotation", "x", "y")
@@ -75,8 +76,7 @@ def render_sprite(shape: int, scale: int, rotation: int) -> np.ndarray:
 
     Arguments are factor indices (see the module table)."""
     for name, value, size in zip(FACTOR_NAMES[:3], (shape, scale, rotation), FACTOR_SIZES[:3]):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < size:
-            raise ValueError(f"{name} must be an integer index in [0, {size - 1}], got {value!r}")
+        _check_index(name, value, size)
     offsets = (np.arange(SUPERSAMPLING) + 0.5) / SUPERSAMPLING
     coords = (np.arange(IMAGE_SIZE)[:, None] + offsets[None, :]).reshape(-1) - _SPRITE_CENTRE
     x = coords[None, :]            # sub-pixel x, to the right
@@ -97,7 +97,10 @@ def all_factors() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _rendered() -> np.ndarray:
+def render_all() -> np.ndarray:
+    """All 6,144 images, float32 [6144, 784] in [0, 1], rows ordered like ``all_factors()``.
+
+    Rendered once per process (about a second) and cached; the array is read-only."""
     sprites = np.stack([render_sprite(s, c, r) for s in range(FACTOR_SIZES[0])
                         for c in range(FACTOR_SIZES[1]) for r in range(FACTOR_SIZES[2])])
     images = np.zeros((len(sprites), len(POSITIONS_PX), len(POSITIONS_PX), IMAGE_SIZE, IMAGE_SIZE),
@@ -111,13 +114,6 @@ def _rendered() -> np.ndarray:
     images = images.reshape(N_IMAGES, IMAGE_SIZE * IMAGE_SIZE)
     images.setflags(write=False)
     return images
-
-
-def render_all() -> np.ndarray:
-    """All 6,144 images, float32 [6144, 784] in [0, 1], rows ordered like ``all_factors()``.
-
-    Rendered once per process (about a second) and cached; the array is read-only."""
-    return _rendered()
 
 
 def factor_index(factors) -> np.ndarray:
@@ -159,9 +155,7 @@ class ShapesSampler:
     image_shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)
 
     def __init__(self, seed: int = 0):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, low=0)
         self.rng = np.random.default_rng(self.seed)
         self._images = render_all()
 
@@ -178,7 +172,7 @@ class ShapesSampler:
 
     def sample_factors(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """``n`` factor combinations drawn uniformly: int64 [n, 5]."""
-        _check_count(n)
+        check_int("n", n)
         rng = self._generator(rng)
         return np.stack([rng.integers(0, size, n) for size in self.factor_sizes], axis=1)
 
@@ -203,10 +197,7 @@ class ShapesSampler:
         factors = self.sample_factors(n, rng)
         if value is None:
             value = int(rng.integers(0, self.factor_sizes[k]))
-        elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                or not 0 <= value < self.factor_sizes[k]:
-            raise ValueError(f"value of factor {self.factor_names[k]!r} must be an integer in "
-                             f"[0, {self.factor_sizes[k] - 1}], got {value!r}")
+        _check_index(f"value of factor {self.factor_names[k]!r}", value, self.factor_sizes[k])
         factors[:, k] = value
         return factors
 
@@ -216,33 +207,21 @@ class ShapesSampler:
             if factor not in self.factor_names:
                 raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(self.factor_names)}")
             return self.factor_names.index(factor)
-        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) \
-                or not 0 <= factor < self.num_factors:
-            raise ValueError(f"factor must be a name or an index in [0, {self.num_factors - 1}], "
-                             f"got {factor!r}")
+        _check_index("factor (a name or an index)", factor, self.num_factors)
         return int(factor)
 
 
-def _check_count(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+def _check_index(name: str, value, size: int) -> None:
+    """An integer index in [0, size − 1] (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < size:
+        raise ValueError(f"{name} must be an integer index in [0, {size - 1}], got {value!r}")
 
 
 def load_shapes(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """The shapes dataset as a ``Dataset``: all 6,144 images split at random (seeded) into
     train/test, labels = the shape factor (3 classes), ``factors_*`` int64 [N, 5] named by
     ``factor_names``. The same seed gives the same split."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \
-            or not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
-    n_test = int(round(test_fraction * N_IMAGES))
-    if not 0 < n_test < N_IMAGES:
-        raise ValueError(f"test_fraction={test_fraction} leaves an empty train or test split "
-                         f"of the {N_IMAGES} images")
-    permutation = np.random.default_rng(seed).permutation(N_IMAGES)
-    train, test = np.sort(permutation[n_test:]), np.sort(permutation[:n_test])
+    train, test = map(np.sort, split_indices(N_IMAGES, test_fraction, check_int("seed", seed, low=0)))
     images, factors = render_all(), all_factors()
     provenance = (f"shapes: procedurally generated {N_IMAGES:,} images (3 shapes x 4 scales x "
                   f"8 rotations x 8 x 8 positions), split {len(train):,} train / {len(test):,} test "

@@ -66,12 +66,28 @@ def _mvn_log_density(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> 
 
 
 def _diag_kl_to_standard(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(2 log_sigma)) ‖ N(0, I)), summed over the last dim."""
     return 0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1.0 - 2.0 * log_sigma).sum(-1)
+
+
+def _diag_log_density(z: torch.Tensor, m: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """log N(z; m, diag exp(2 log_s)), summed over the last dim."""
+    return (-0.5 * ((z - m) * torch.exp(-log_s)).pow(2) - log_s - 0.5 * _LOG_2PI).sum(-1)
+
+
+def _standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) = log p(z), summed over the last dim."""
+    return -0.5 * z.pow(2).sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
 
 
 def _isotropic_log_density(x: torch.Tensor, mean: torch.Tensor, s: float) -> torch.Tensor:
     d = x.shape[-1]
     return -0.5 * ((x - mean) / s).pow(2).sum(-1) - d * math.log(s) - 0.5 * d * _LOG_2PI
+
+
+def _pick(values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """values ``[..., C]`` at the integer labels ``y`` (broadcast over the leading dims) -> ``[...]``."""
+    return values.gather(-1, y.long().expand(values.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
 def _check_x(x: torch.Tensor, data_dim: int) -> torch.Tensor:
@@ -103,10 +119,10 @@ def gauss_hermite(n_nodes: int, dim: int, dtype=torch.float64) -> tuple[torch.Te
 
 
 # ------------------------------------------------------------------------------------------------
-# z ~ N(0, I), x|z ~ N(Wz + b, s² I)
+# the linear-Gaussian decoder both toys share: x = W z (+ U e_y) + b + s·noise, z ~ N(0, I)
 # ------------------------------------------------------------------------------------------------
-class LinearGaussian:
-    """Linear-Gaussian latent variable model with closed-form marginal, posterior and ELBO (Eq. 1)."""
+class _LinearDecoder:
+    """W ``[D, Dz]``, b ``[D]`` and s > 0, and what follows from them alone."""
 
     def __init__(self, W, b, s):
         self.W = _tensor(W, "W", 2)
@@ -117,9 +133,23 @@ class LinearGaussian:
         self.data_dim, self.latent_dim = self.W.shape
 
     def marginal_covariance(self) -> torch.Tensor:
-        """W Wᵀ + s² I, the covariance of p(x) = N(b, W Wᵀ + s² I)."""
-        eye = torch.eye(self.data_dim, dtype=self.W.dtype)
-        return self.W @ self.W.T + self.s ** 2 * eye
+        """W Wᵀ + s² I, the covariance of p(x) (of p(x|y) for the discrete + continuous toy)."""
+        return self.W @ self.W.T + self.s ** 2 * torch.eye(self.data_dim, dtype=self.W.dtype)
+
+    def posterior_precision(self) -> torch.Tensor:
+        """I + WᵀW/s², the precision of p(z|x) (of p(z|x, y)); the same for every x (and y)."""
+        return torch.eye(self.latent_dim, dtype=self.W.dtype) + self.W.T @ self.W / self.s ** 2
+
+    def posterior_z_covariance(self) -> torch.Tensor:
+        """Cov of p(z|x) (of p(z|x, y)) = (I + WᵀW/s²)⁻¹."""
+        return torch.linalg.inv(self.posterior_precision())
+
+
+# ------------------------------------------------------------------------------------------------
+# z ~ N(0, I), x|z ~ N(Wz + b, s² I)
+# ------------------------------------------------------------------------------------------------
+class LinearGaussian(_LinearDecoder):
+    """Linear-Gaussian latent variable model with closed-form marginal, posterior and ELBO (Eq. 1)."""
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) = log N(x; b, W Wᵀ + s² I), shape ``x.shape[:-1]``."""
@@ -130,15 +160,12 @@ class LinearGaussian:
 
         Returns (mean ``[..., Dz]``, cov ``[Dz, Dz]``; the covariance does not depend on x)."""
         _check_x(x, self.data_dim)
-        eye = torch.eye(self.latent_dim, dtype=self.W.dtype)
-        cov = torch.linalg.inv(eye + self.W.T @ self.W / self.s ** 2)
-        mean = (x - self.b) @ self.W @ cov / self.s ** 2
-        return mean, cov
+        cov = self.posterior_z_covariance()
+        return (x - self.b) @ self.W @ cov / self.s ** 2, cov
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, z) = log N(x; Wz + b, s² I) + log N(z; 0, I); x and z broadcast."""
-        log_prior = -0.5 * z.pow(2).sum(-1) - 0.5 * self.latent_dim * _LOG_2PI
-        return _isotropic_log_density(x, z @ self.W.T + self.b, self.s) + log_prior
+        return _isotropic_log_density(x, z @ self.W.T + self.b, self.s) + _standard_normal_log_density(z)
 
     def kl_to_prior(self, m: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
         """KL(N(m, diag exp(2 log_s)) ‖ N(0, I)) = KL(q(z|x) ‖ p(z)), the regulariser of Eq. 1."""
@@ -167,25 +194,19 @@ class LinearGaussian:
 # ------------------------------------------------------------------------------------------------
 # y ~ Cat(π), z ~ N(0, I), x|y,z ~ N(Wz + U e_y + b, s² I)
 # ------------------------------------------------------------------------------------------------
-class DiscreteContinuousToy:
+class DiscreteContinuousToy(_LinearDecoder):
     """The M2 generative model (Eq. 4) with a linear-Gaussian decoder: every posterior is exact."""
 
     def __init__(self, pi, W, U, b, s):
-        self.W = _tensor(W, "W", 2)
-        dtype = self.W.dtype
-        self.pi = _tensor(pi, "pi", 1, dtype=dtype)
-        self.U = _tensor(U, "U", 2, dtype=dtype)
-        self.b = _tensor(b, "b", 1, dtype=dtype)
-        self.s = _positive_scalar(s, "s")
-        self.data_dim, self.latent_dim = self.W.shape
+        super().__init__(W, b, s)
+        self.pi = _tensor(pi, "pi", 1, dtype=self.W.dtype)
+        self.U = _tensor(U, "U", 2, dtype=self.W.dtype)
         self.n_classes = self.pi.shape[0]
         if (self.pi <= 0).any() or abs(float(self.pi.sum()) - 1.0) > 1e-9:
             raise ValueError("pi must be positive class probabilities summing to 1")
         if self.U.shape != (self.data_dim, self.n_classes):
             raise ValueError(f"U must have shape [D, C] = [{self.data_dim}, {self.n_classes}], "
                              f"got {tuple(self.U.shape)}")
-        if self.b.shape != (self.data_dim,):
-            raise ValueError(f"b must have shape [{self.data_dim}], got {tuple(self.b.shape)}")
 
     # -- the generative model ----------------------------------------------------------------------
     def log_prior_y(self) -> torch.Tensor:
@@ -208,12 +229,8 @@ class DiscreteContinuousToy:
     def log_joint(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, y, z) = log p(x|y,z) + log p(y) + log p(z) (Eq. 4)."""
         onehot = self._onehot(y)
-        log_prior_z = -0.5 * z.pow(2).sum(-1) - 0.5 * self.latent_dim * _LOG_2PI
-        return self.log_likelihood(x, onehot, z) + (onehot * self.log_prior_y()).sum(-1) + log_prior_z
-
-    def marginal_covariance(self) -> torch.Tensor:
-        """W Wᵀ + s² I: p(x|y) = N(U e_y + b, W Wᵀ + s² I)."""
-        return self.W @ self.W.T + self.s ** 2 * torch.eye(self.data_dim, dtype=self.W.dtype)
+        return (self.log_likelihood(x, onehot, z) + (onehot * self.log_prior_y()).sum(-1)
+                + _standard_normal_log_density(z))
 
     # -- exact answers -----------------------------------------------------------------------------
     def log_joint_xy_all(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +242,7 @@ class DiscreteContinuousToy:
 
     def log_joint_xy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Exact log p(x, y) for integer labels y ``[...]``."""
-        return self.log_joint_xy_all(x).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+        return _pick(self.log_joint_xy_all(x), y)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) = logsumexp_y log p(x, y)."""
@@ -234,11 +251,6 @@ class DiscreteContinuousToy:
     def log_posterior_y(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(y|x), ``[..., C]``."""
         return torch.log_softmax(self.log_joint_xy_all(x), dim=-1)
-
-    def posterior_z_covariance(self) -> torch.Tensor:
-        """Cov of p(z|x, y) = (I + WᵀW/s²)⁻¹ (the same for every x and y)."""
-        eye = torch.eye(self.latent_dim, dtype=self.W.dtype)
-        return torch.linalg.inv(eye + self.W.T @ self.W / self.s ** 2)
 
     def posterior_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact p(z|x, y) = N(mean, cov), mean = cov Wᵀ (x − U e_y − b)/s²; (mean ``[..., Dz]``, cov)."""
@@ -382,8 +394,7 @@ class ToyLabelFirstModel(_ToyRecognition):
     def exact_supervised_bound(self, x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
         """Eq. 8 in closed form: L(x, y) + α log q(y|x), ``[B]`` (y: integer labels)."""
         log_q = torch.log_softmax(self.classify(x), -1)
-        y = y.long().unsqueeze(-1)
-        return self.exact_class_bounds(x).gather(-1, y).squeeze(-1) + alpha * log_q.gather(-1, y).squeeze(-1)
+        return _pick(self.exact_class_bounds(x), y) + alpha * _pick(log_q, y)
 
     def exact_unsupervised_bound(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 9 in closed form: Σ_y q(y|x)(L(x, y) − log q(y|x)), ``[B]``."""
@@ -465,34 +476,28 @@ class ToyStyleFirstModel(_ToyRecognition):
                                  n_nodes: int | None = None) -> torch.Tensor:
         """E_q(z|x)[log q(y|x,z)], ``[B]``: the expectation of Eq. 19 as written, for every S."""
         _, log_w, log_q = self._log_q_y_given_z_at_nodes(x, n_nodes)
-        log_q_y = log_q.gather(-1, y.long().expand(log_q.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-        return (torch.exp(log_w)[:, None] * log_q_y).sum(0)
+        return (torch.exp(log_w)[:, None] * _pick(log_q, y)).sum(0)
 
     def expectation_given_label(self, x: torch.Tensor, y: torch.Tensor, fn,
                                 n_nodes: int | None = None) -> torch.Tensor:
         """E_q(z|x,y)[fn(z)] = ∫ q(z|x) q(y|x,z) fn(z) dz / q(y|x), ``[B]``; ``fn`` maps z ``[N, B, Dz]``
         to ``[N, B]``. Used for the Eq. 16 objective and the estimators' first-order bias."""
         z, log_w, log_q = self._log_q_y_given_z_at_nodes(x, n_nodes)
-        log_q_y = log_q.gather(-1, y.long().expand(log_q.shape[:-1]).unsqueeze(-1)).squeeze(-1)  # [N, B]
-        log_joint_weight = log_w[:, None] + log_q_y
-        weights = torch.softmax(log_joint_weight, dim=0)
+        weights = torch.softmax(log_w[:, None] + _pick(log_q, y), dim=0)                   # [N, B]
         return (weights * fn(z)).sum(0)
 
     def log_p_over_q(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, y, z) − log q(y, z|x) at z ``[..., B, Dz]`` (the integrand of Eq. 16 and 18)."""
-        g = self.generative
-        mu, log_sigma = self.encode_marginal(x)
-        log_q_z = (-0.5 * ((z - mu) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * _LOG_2PI).sum(-1)
-        log_q = torch.log_softmax(self.classify_style(x, z), -1)
-        log_q_y = log_q.gather(-1, y.long().expand(log_q.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-        return g.log_joint(x, y, z) - log_q_z - log_q_y
+        log_q_z = _diag_log_density(z, *self.encode_marginal(x))
+        log_q_y = _pick(torch.log_softmax(self.classify_style(x, z), -1), y)
+        return self.generative.log_joint(x, y, z) - log_q_z - log_q_y
 
     def exact_supervised_bound(self, x: torch.Tensor, y: torch.Tensor, alpha: float,
                                n_nodes: int | None = None) -> torch.Tensor:
         """Eq. 16: (1 + α) log q(y|x) + E_q(z|x,y)[log p(x,y,z) − log q(y,z|x)], ``[B]``.
 
         The limit of the importance-weighted estimator (``weighted=True``) as S → ∞."""
-        log_q_y = self.exact_log_q_y(x, n_nodes).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+        log_q_y = _pick(self.exact_log_q_y(x, n_nodes), y)
         expectation = self.expectation_given_label(x, y, lambda z: self.log_p_over_q(x, y, z), n_nodes)
         return (1.0 + alpha) * log_q_y + expectation
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import torch
 
 from . import objectives
+from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
-from .toy import LinearGaussian, ToyStyleFirstModel, gauss_hermite
+from .toy import LinearGaussian, ToyStyleFirstModel, _diag_log_density, gauss_hermite
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
            "elbo_decomposition", "best_diagonal_gaussian", "beta_vae_objective", "elbo_monte_carlo_terms",
@@ -53,16 +53,6 @@ def _single_x(model, x) -> torch.Tensor:
     if t.shape != (model.data_dim,):
         raise ValueError(f"x must be one observation of shape [{model.data_dim}], got {tuple(t.shape)}")
     return t
-
-
-def _diag_log_density(z: torch.Tensor, m: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
-    return (-0.5 * ((z - m) * torch.exp(-log_s)).pow(2) - log_s - 0.5 * _LOG_2PI).sum(-1)
-
-
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def gaussian_kl_diagonal_to_full(m: torch.Tensor, log_s: torch.Tensor, mean: torch.Tensor,
@@ -100,16 +90,12 @@ def best_diagonal_gaussian(model: LinearGaussian, x) -> tuple[torch.Tensor, torc
     mean and σ_j² = 1/Λ_jj with Λ = I + WᵀW/s² the posterior precision (the mean-field solution). It
     equals p(z|x) only when Λ is diagonal; otherwise a gap KL(q ‖ p(z|x)) > 0 remains."""
     mean, _ = model.posterior(_single_x(model, x))
-    eye = torch.eye(model.latent_dim, dtype=model.W.dtype)
-    precision = eye + model.W.T @ model.W / model.s ** 2
-    return mean, -0.5 * torch.log(torch.diagonal(precision))
+    return mean, -0.5 * torch.log(torch.diagonal(model.posterior_precision()))
 
 
 def beta_vae_objective(model: LinearGaussian, x, m, log_s, beta: float) -> float:
     """Eq. 3 of the seminar thesis: E_q[log p(x|z)] − β KL(q(z|x) ‖ p(z)), in closed form."""
-    beta = float(beta)
-    if not math.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    beta = check_real("beta", beta, low=0.0)
     terms = elbo_decomposition(model, x, m, log_s)
     return terms["reconstruction"] - beta * terms["kl_prior"]
 
@@ -119,7 +105,7 @@ def elbo_monte_carlo_terms(model: LinearGaussian, x, m, log_s, n_samples: int,
     """log p(x, z^s) − log q(z^s|x) at z^s = m + exp(log_s)·ε^s (Eq. 2), ε^s ~ N(0, I), shape ``[S]``;
     their mean is the Monte Carlo estimate of the ELBO (Eq. 1)."""
     x, m, log_s = _single_x(model, x), _latent_vector(model, m, "m"), _latent_vector(model, log_s, "log_s")
-    eps = torch.randn(_check_count(n_samples, "n_samples"), model.latent_dim, generator=generator,
+    eps = torch.randn(check_int("n_samples", n_samples), model.latent_dim, generator=generator,
                       dtype=model.W.dtype)
     z = m + torch.exp(log_s) * eps
     return model.log_joint(x, z) - _diag_log_density(z, m, log_s)
@@ -133,8 +119,7 @@ def elbo_gradient_per_sample(model: LinearGaussian, x, m, log_s, eps: torch.Tens
     * ``"reparameterised"`` (Eq. 2): the gradient of f(m + exp(log_s)·ε) with ε held fixed;
     * ``"score_function"``: f(z)·∇ log q(z|x) with z held fixed (unbiased because E_q[∇ log q] = 0).
     """
-    if estimator not in GRADIENT_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {GRADIENT_ESTIMATORS}, got {estimator!r}")
+    check_choice("estimator", estimator, GRADIENT_ESTIMATORS)
     x, m, log_s = _single_x(model, x), _latent_vector(model, m, "m"), _latent_vector(model, log_s, "log_s")
     eps = torch.as_tensor(eps, dtype=model.W.dtype)
     if eps.dim() < 1 or eps.shape[-1] != model.latent_dim:
@@ -158,7 +143,7 @@ def elbo_gradient_per_sample(model: LinearGaussian, x, m, log_s, eps: torch.Tens
 def elbo_gradient_estimates(model: LinearGaussian, x, m, log_s, n_samples: int, n_replicates: int,
                             estimator: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """``n_replicates`` independent S-sample estimates of ∇_(m, log_s) ELBO, shape ``[R, 2·Dz]``."""
-    s, r = _check_count(n_samples, "n_samples"), _check_count(n_replicates, "n_replicates")
+    s, r = check_int("n_samples", n_samples), check_int("n_replicates", n_replicates)
     eps = torch.randn(r, s, model.latent_dim, generator=generator, dtype=model.W.dtype)
     return elbo_gradient_per_sample(model, x, m, log_s, eps, estimator).mean(1)
 
@@ -200,17 +185,11 @@ class PosteriorImportanceSampling:
         if not isinstance(model, LinearGaussian) or model.latent_dim != 1:
             raise ValueError("PosteriorImportanceSampling needs a LinearGaussian with a 1-d latent")
         self.model, self.x = model, _single_x(model, x)
-        shift = float(shift)
-        if not math.isfinite(shift):
-            raise ValueError(f"shift must be a finite number, got {shift!r}")
-        scale = float(scale)
-        if not math.isfinite(scale) or scale <= 0:
-            raise ValueError(f"scale must be a finite positive number, got {scale!r}")
-        self.shift, self.scale = shift, scale
+        self.shift, self.scale = check_real("shift", shift), check_real("scale", scale, 0.0, open_interval=True)
         mean, cov = model.posterior(self.x)
         self.posterior_mean, self.posterior_sd = float(mean[0]), math.sqrt(float(cov[0, 0]))
-        self.proposal_mean = self.posterior_mean + shift * self.posterior_sd
-        self.proposal_sd = scale * self.posterior_sd
+        self.proposal_mean = self.posterior_mean + self.shift * self.posterior_sd
+        self.proposal_sd = self.scale * self.posterior_sd
         self.log_normaliser = float(model.log_marginal(self.x))
 
     # -- densities and draws ---------------------------------------------------------------------
@@ -231,7 +210,7 @@ class PosteriorImportanceSampling:
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ q, shape ``[K, R]`` (samples first, replicates second), and the log-weights
         log w = log p̃(z) − log q(z), same shape."""
-        k, r = _check_count(n_samples, "n_samples"), _check_count(n_replicates, "n_replicates")
+        k, r = check_int("n_samples", n_samples), check_int("n_replicates", n_replicates)
         z = self.proposal_mean + self.proposal_sd * torch.randn(k, r, generator=generator,
                                                                 dtype=self.model.W.dtype)
         return z, self.log_unnormalised_target(z) - self.log_proposal(z)
@@ -256,9 +235,7 @@ class PosteriorImportanceSampling:
 
     def exact(self, estimator: str) -> float:
         """The value the estimator targets: p(x), log p(x) or the posterior mean E[z|x]."""
-        if estimator not in IS_ESTIMATORS:
-            raise ValueError(f"estimator must be one of {IS_ESTIMATORS}, got {estimator!r}")
-        if estimator == "normaliser":
+        if check_choice("estimator", estimator, IS_ESTIMATORS) == "normaliser":
             return math.exp(self.log_normaliser)
         if estimator == "log_normaliser":
             return self.log_normaliser
@@ -312,7 +289,7 @@ class PosteriorImportanceSampling:
 
     def predicted_bias(self, estimator: str, n_samples: int, order: int = 1) -> float:
         """c₁/K (``order=1``) or c₁/K + c₂/K² (``order=2``) from :meth:`bias_coefficients`."""
-        k = _check_count(n_samples, "n_samples")
+        k = check_int("n_samples", n_samples)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         c1, c2 = self.bias_coefficients(estimator)
@@ -321,7 +298,7 @@ class PosteriorImportanceSampling:
     def predicted_variance(self, estimator: str, n_samples: int) -> float:
         """Var(estimate) to first order in 1/K (exact for the Eq. 12 estimates): Var_q of the
         per-sample term divided by K; ``inf`` when the weights have no finite second moment."""
-        k = _check_count(n_samples, "n_samples")
+        k = check_int("n_samples", n_samples)
         m2 = self.weight_moment(2)
         if math.isinf(m2):
             return math.inf
@@ -331,14 +308,12 @@ class PosteriorImportanceSampling:
                       "log_normaliser": m2 - 1.0,
                       "posterior_mean_is": m2 * (t_var + t_mean ** 2) - mu ** 2,
                       "posterior_mean_snis": m2 * (t_var + (t_mean - mu) ** 2)}
-        if estimator not in per_sample:
-            raise ValueError(f"estimator must be one of {IS_ESTIMATORS}, got {estimator!r}")
-        return per_sample[estimator] / k
+        return per_sample[check_choice("estimator", estimator, IS_ESTIMATORS)] / k
 
     def expected_ess_fraction(self, n_samples: int) -> float:
         """E[ESS]/K for Kish's ESS = (Σ w)²/Σ w², to first order: 1/(1 + χ²) + c/K (delta method,
         with E_q[w̄^k] for k ≤ 4); ``nan`` when the fourth moment is infinite."""
-        k = _check_count(n_samples, "n_samples")
+        k = check_int("n_samples", n_samples)
         m2, m3, m4 = (self.weight_moment(j) for j in (2, 3, 4))
         if math.isinf(m4):
             return math.nan
@@ -370,8 +345,7 @@ def replicate_estimates(experiment: PosteriorImportanceSampling, estimator: str,
     and summarise: mean, std, standard error of the mean, bias against the exact value, the mean
     effective sample size, and the first-order closed-form predictions of bias and std (valid for
     K ≫ 1 + χ²; ``nan``/``inf`` when χ² is infinite)."""
-    if estimator not in IS_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {IS_ESTIMATORS}, got {estimator!r}")
+    check_choice("estimator", estimator, IS_ESTIMATORS)
     z, log_w = experiment.sample(n_samples, n_replicates, generator)
     values = experiment.estimates(estimator, z, log_w)
     exact = experiment.exact(estimator)
@@ -403,7 +377,7 @@ def draw_supervised_terms(model, x, y, n_samples: int, n_replicates: int, propos
     """R independent draws of the Eq. 17–20 log-densities for one labelled pair (x, y): the output of
     :func:`ssvae_lib.objectives.supervised_is_terms` with x repeated R times, each ``[S, R]``."""
     x, y = _one_observation(model, x, y)
-    r = _check_count(n_replicates, "n_replicates")
+    r = check_int("n_replicates", n_replicates)
     return objectives.supervised_is_terms(model, x.expand(r, -1), y.expand(r), n_samples=n_samples,
                                           proposal=proposal, generator=generator)
 
@@ -441,23 +415,19 @@ class SupervisedEstimatorReference:
     def predicted_mean(self, estimate: str, n_samples: int) -> float:
         """Expected value of an estimate of :func:`supervised_estimates` with S samples, to first order
         in 1/S (exact for ``eq19``)."""
-        s = _check_count(n_samples, "n_samples")
+        s = check_int("n_samples", n_samples)
         values = dict(
             as_written=self.limit_as_written + self.snis_coefficient / s,
             weighted=self.eq16 + self.snis_coefficient / s - (1 + self.alpha) * self.weight_variance / (2 * s),
             eq19=self.expected_log_w,
             eq19_iw=self.log_q_y - self.weight_variance / (2 * s))
-        if estimate not in values:
-            raise ValueError(f"estimate must be one of {SUPERVISED_ESTIMATES}, got {estimate!r}")
-        return values[estimate]
+        return values[check_choice("estimate", estimate, SUPERVISED_ESTIMATES)]
 
     def target(self, estimate: str) -> float:
         """What the estimate converges to as S → ∞."""
         values = dict(as_written=self.limit_as_written, weighted=self.eq16, eq19=self.expected_log_w,
                       eq19_iw=self.log_q_y)
-        if estimate not in values:
-            raise ValueError(f"estimate must be one of {SUPERVISED_ESTIMATES}, got {estimate!r}")
-        return values[estimate]
+        return values[check_choice("estimate", estimate, SUPERVISED_ESTIMATES)]
 
 
 def supervised_estimator_reference(model: ToyStyleFirstModel, x, y, alpha: float,

@@ -27,9 +27,17 @@ from .engine import upgrade_record
 from .train import Callback, TrainConfig
 
 
-def _natural_size():
-    """Layout that keeps an image at its own size inside a flex box (an HBox would stretch it)."""
-    return widgets.Layout(align_self="flex-start")
+def _image(css_class: str | None = None) -> widgets.Image:
+    """A PNG image kept at its own size inside a flex box (an HBox would stretch it), with a CSS class."""
+    image = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start"))
+    if css_class:
+        image.add_class(css_class)
+    return image
+
+
+def _wide(kind, description: str, **options):
+    """A control of the training panel, its description 150 px wide."""
+    return kind(description=description, style=_WIDE, **options)
 
 
 #: Labelled-set sizes M offered by the training panel ("all": every training image is labelled).
@@ -38,6 +46,9 @@ OBJECTIVE_CHOICES = (("M2: exact sum over y (Eq. 8, 9)", "m2"),
                      ("SSVAE: importance-sampled (Eq. 20)", "ssvae"))
 LABELLING_CHOICES = (("fixed labelled set", "fixed"), ("thesis: batch-keyed", "thesis"))
 CORRUPTION_PROTOCOL_CHOICES = (("fixed: drawn once", "fixed"), ("thesis: redrawn every epoch", "per_epoch"))
+#: The TrainConfig fields the training panel has a control for (each control is the attribute of that name).
+CONTROL_FIELDS = ("alpha", "beta", "n_labelled", "corruption_rate", "corruption_protocol", "objective",
+                  "labelling", "epochs", "seed")
 STYLE_RANGE = 3.0            # style sliders run over [-3, 3], i.e. +-3 prior standard deviations
 _WIDE = {"description_width": "150px"}
 
@@ -132,30 +143,26 @@ class TrainingPanel(Panel):
         start_m = "all" if self.base.n_labelled is None else self.base.n_labelled
         if start_m not in sizes:
             sizes.insert(0, start_m)
-        self.alpha = widgets.FloatLogSlider(value=self.base.alpha, base=10, min=-1, max=2, step=0.01,
-                                            description="α (alpha)", readout_format=".3g", style=_WIDE)
-        self.beta = widgets.FloatSlider(value=self.base.beta, min=0, max=max(16.0, self.base.beta), step=0.5,
-                                        description="β (style KL weight)", style=_WIDE)
-        self.n_labelled = widgets.Dropdown(options=[(str(m), m) for m in sizes], value=start_m,
-                                           description="labelled images M", style=_WIDE)
-        self.corruption_rate = widgets.FloatSlider(value=self.base.corruption_rate, min=0, max=1, step=0.01,
-                                                   description="label corruption rate", style=_WIDE)
-        self.corruption_protocol = widgets.Dropdown(options=CORRUPTION_PROTOCOL_CHOICES,
-                                                    value=self.base.corruption_protocol,
-                                                    description="corruption protocol", style=_WIDE)
-        self.objective = widgets.Dropdown(options=OBJECTIVE_CHOICES, value=self.base.objective,
-                                          description="objective", style=_WIDE)
-        self.labelling = widgets.Dropdown(options=LABELLING_CHOICES, value=self.base.labelling,
-                                          description="labelling protocol", style=_WIDE)
-        self.epochs = widgets.IntSlider(value=self.base.epochs, min=1, max=max(40, self.base.epochs),
-                                        description="epochs", style=_WIDE)
-        self.seed = widgets.BoundedIntText(value=self.base.seed, min=0, max=2**31 - 1, description="seed",
-                                           style=_WIDE)
+        b = self.base
+        self.alpha = _wide(widgets.FloatLogSlider, "α (alpha)", value=b.alpha, base=10, min=-1, max=2, step=0.01,
+                           readout_format=".3g")
+        self.beta = _wide(widgets.FloatSlider, "β (style KL weight)", value=b.beta, min=0, max=max(16.0, b.beta),
+                          step=0.5)
+        self.n_labelled = _wide(widgets.Dropdown, "labelled images M", options=[(str(m), m) for m in sizes],
+                                value=start_m)
+        self.corruption_rate = _wide(widgets.FloatSlider, "label corruption rate", value=b.corruption_rate,
+                                     min=0, max=1, step=0.01)
+        self.corruption_protocol = _wide(widgets.Dropdown, "corruption protocol", options=CORRUPTION_PROTOCOL_CHOICES,
+                                         value=b.corruption_protocol)
+        self.objective = _wide(widgets.Dropdown, "objective", options=OBJECTIVE_CHOICES, value=b.objective)
+        self.labelling = _wide(widgets.Dropdown, "labelling protocol", options=LABELLING_CHOICES, value=b.labelling)
+        self.epochs = _wide(widgets.IntSlider, "epochs", value=b.epochs, min=1, max=max(40, b.epochs))
+        self.seed = _wide(widgets.BoundedIntText, "seed", value=b.seed, min=0, max=2**31 - 1)
         self.train_button = widgets.Button(description="Train", button_style="success", icon="play",
                                            tooltip="start training in the background")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
                                           disabled=True, tooltip="stop after the current step")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress", style=_WIDE)
+        self.progress = _wide(widgets.IntProgress, "progress", value=0, min=0, max=1)
         self.status = widgets.HTML("press <b>Train</b>")
         self.info = widgets.HTML(self._info_text())
         self.plot = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
@@ -163,11 +170,9 @@ class TrainingPanel(Panel):
         self.status.add_class("ssvae-status")
         self.train_button.on_click(lambda _: self._train_from_button())
         self.stop_button.on_click(lambda _: self.stop())
-        controls = [self.alpha, self.beta, self.n_labelled, self.corruption_rate, self.corruption_protocol,
-                    self.objective, self.labelling, self.epochs, self.seed]
+        controls = [getattr(self, name) for name in CONTROL_FIELDS]
         self.watch(*controls, redraw=False)        # the controls describe the next run: nothing to redraw
-        controls = widgets.VBox(controls)
-        self.widget = widgets.VBox([self.info, controls,
+        self.widget = widgets.VBox([self.info, widgets.VBox(controls),
                                     widgets.HBox([self.train_button, self.stop_button, self.progress]),
                                     self.status, self.plot])
 
@@ -181,13 +186,10 @@ class TrainingPanel(Panel):
     # -- what the controls mean ---------------------------------------------------------------------
     def config(self) -> TrainConfig:
         """The run the controls describe (validated by :class:`train.TrainConfig`)."""
-        m = self.n_labelled.value
-        return dataclasses.replace(
-            self.base, alpha=float(self.alpha.value), beta=float(self.beta.value),
-            n_labelled=None if m == "all" else int(m),
-            corruption_rate=float(self.corruption_rate.value), corruption_protocol=self.corruption_protocol.value,
-            objective=self.objective.value, labelling=self.labelling.value, epochs=int(self.epochs.value),
-            seed=int(self.seed.value))
+        values = {name: getattr(self, name).value for name in CONTROL_FIELDS}
+        if values["n_labelled"] == "all":
+            values["n_labelled"] = None
+        return dataclasses.replace(self.base, **values)
 
     @property
     def running(self) -> bool:
@@ -280,11 +282,8 @@ class StylePanel(Panel):
         self.grid_rows = widgets.Dropdown(options=dims, value=0, description="grid rows")
         self.grid_cols = widgets.Dropdown(options=dims, value=min(1, model.style_dim - 1),
                                           description="grid columns")
-        self.image = widgets.Image(format="png", layout=_natural_size())
-        self.grid = widgets.Image(format="png", layout=_natural_size())
+        self.image, self.grid = _image("ssvae-style-image"), _image("ssvae-style-grid")
         self.grid_caption = widgets.HTML()
-        self.image.add_class("ssvae-style-image")
-        self.grid.add_class("ssvae-style-grid")
         self.watch(self.digit, *self.z, self.grid_rows, self.grid_cols)
         self.reset_button.on_click(lambda _: self.set_style(torch.zeros(model.style_dim)))
         self.sample_button.on_click(lambda _: self.set_style(torch.randn(model.style_dim,
@@ -293,7 +292,7 @@ class StylePanel(Panel):
         if images is not None:
             self.source = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="test image #")
             self.copy_button = widgets.Button(description="take its style and digit", icon="copy")
-            self.source_image = widgets.Image(format="png", layout=_natural_size())
+            self.source_image = _image()
             self.source.observe(lambda _: self._show_source(), names="value")
             self.copy_button.on_click(lambda _: self.copy_style_from(self.source.value))
             self._show_source()
@@ -355,8 +354,7 @@ class InterpolationPanel(Panel):
         self.first = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="test image a")
         self.second = widgets.IntSlider(value=1, min=0, max=len(images) - 1, description="test image b")
         self.digit = widgets.IntSlider(value=y, min=0, max=model.n_classes - 1, description="digit y")
-        self.image = widgets.Image(format="png", layout=_natural_size())
-        self.image.add_class("ssvae-interpolation")
+        self.image = _image("ssvae-interpolation")
         self.watch(self.first, self.second, self.digit)
         self.widget = widgets.VBox([widgets.HBox([self.first, self.second, self.digit]), self.image])
         self.redraw()
