@@ -8,10 +8,12 @@ import numbers
 import numpy as np
 
 
-def check_int(name: str, value, low: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool) >= ``low``; else a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+def check_int(name: str, value, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) in [low, high]; else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low \
+            or (high is not None and value > high):
         kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        kind = kind if high is None else f"an integer in the allowed range {low}..{high}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return int(value)
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from . import shapes
+from .checks import check_int
 from .dataset import Dataset
 from .settings import DATA_DIR_ENV
 from .shapes import ShapesSampler  # noqa: F401 - data.ShapesSampler (issue API)
@@ -317,8 +318,8 @@ def _images_and_labels(images_file: tuple[Path, np.ndarray],
 def split_train_test(n_examples: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Reproducible partition of ``range(n_examples)`` into sorted (train, test) index arrays,
     the test part being ``n_test`` indices drawn uniformly by a seeded permutation."""
-    _check_int("n_examples", n_examples, low=1)
-    _check_int("n_test", n_test, low=0, high=n_examples)
+    check_int("n_examples", n_examples, low=1)
+    check_int("n_test", n_test, low=0, high=n_examples)
     permutation = _rng(seed, _STREAM_TRAIN_TEST).permutation(n_examples)
     return np.sort(permutation[n_test:]), np.sort(permutation[:n_test])
 
@@ -401,7 +402,7 @@ def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int
         return shapes.load_shapes(seed=seed, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for dataset {name!r}: {', '.join(kwargs)}")
-    _check_int("seed", seed, low=0)
+    check_int("seed", seed, low=0)
     if name == "auto":
         name, reason = _auto_choice(root)
         if name != "mnist":
@@ -445,7 +446,7 @@ def split_labelled(labels, n_labelled: int, seed: int) -> torch.Tensor:
     class present gets M // K, and M mod K randomly chosen classes (by ``seed``) one more.
     """
     y = _label_array(labels)
-    _check_int("n_labelled", n_labelled, low=0)
+    check_int("n_labelled", n_labelled, low=0)
     if n_labelled > len(y):
         raise ValueError(f"n_labelled={n_labelled} exceeds the {len(y)} examples in the pool")
     rng = _rng(seed, _STREAM_LABELLED)
@@ -477,7 +478,7 @@ def random_shift(x: torch.Tensor, image_shape: tuple[int, int], max_shift: int,
     """Translate each image of ``x`` ``[N, H*W]`` by its own random offset (dy, dx), each uniform on
     {-max_shift, ..., max_shift}; pixels moved in from outside are 0 (background). Data augmentation
     of the labelled images (README, Benchmarks); ``max_shift=0`` returns ``x`` unchanged."""
-    _check_int("max_shift", max_shift, low=0)
+    check_int("max_shift", max_shift, low=0)
     if len(image_shape) != 2:
         raise ValueError(f"random_shift needs 2-d images, got image_shape {tuple(image_shape)}")
     height, width = (int(s) for s in image_shape)
@@ -511,7 +512,7 @@ def corrupt_labels(labels, rate: float, n_classes: int, seed: int, protocol: str
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer)) \
             or not 0.0 <= float(rate) <= 1.0:
         raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
-    _check_int("n_classes", n_classes, low=2)
+    check_int("n_classes", n_classes, low=2)
     if len(y) and y.max() >= n_classes:
         raise ValueError(f"label {y.max()} is outside 0..{n_classes - 1}")
     if protocol == "fixed":
@@ -519,7 +520,7 @@ def corrupt_labels(labels, rate: float, n_classes: int, seed: int, protocol: str
     elif protocol == "per_epoch":
         if epoch is None:
             raise ValueError('protocol="per_epoch" needs the epoch number (epoch=0, 1, ...)')
-        _check_int("epoch", epoch, low=0)
+        check_int("epoch", epoch, low=0)
         rng = _rng(seed, _STREAM_CORRUPT_PER_EPOCH, epoch)
     else:
         raise ValueError(f"protocol must be 'fixed' or 'per_epoch', got {protocol!r}")
@@ -549,7 +550,7 @@ def thesis_labelled_batches(n_examples: int, n_labelled: int, batch_size: int,
     """Bool mask over the N // B batch positions: True where the batch is "supervised"
     (each independently with probability M/N, drawn once per seed, the same every epoch)."""
     n_batches = _thesis_n_batches(n_examples, batch_size)
-    _check_int("n_labelled", n_labelled, low=0, high=n_examples)
+    check_int("n_labelled", n_labelled, low=0, high=n_examples)
     rng = _rng(seed, _STREAM_THESIS_BATCHES)
     return rng.random(n_batches) < n_labelled / n_examples
 
@@ -558,7 +559,7 @@ def thesis_epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int
     """Example indices of each batch in this epoch, shape [N // B, B]: a fresh seeded
     shuffle every epoch; the last incomplete batch is dropped, as in the thesis's loop."""
     n_batches = _thesis_n_batches(n_examples, batch_size)
-    _check_int("epoch", epoch, low=0)
+    check_int("epoch", epoch, low=0)
     permutation = _rng(seed, _STREAM_THESIS_SHUFFLE, epoch).permutation(n_examples)
     return permutation[: n_batches * batch_size].reshape(n_batches, batch_size)
 
@@ -576,15 +577,15 @@ def thesis_distinct_labelled(n_examples: int, n_labelled: int, batch_size: int, 
                              epochs: int) -> int:
     """How many different examples the thesis's protocol shows with a label over epochs 1..``epochs``
     (the trainer's numbering): the size of the union of :func:`thesis_labelled_indices`."""
-    _check_int("epochs", epochs, low=1)
+    check_int("epochs", epochs, low=1)
     seen = [thesis_labelled_indices(n_examples, n_labelled, batch_size, seed, epoch)
             for epoch in range(1, epochs + 1)]
     return len(np.unique(np.concatenate(seen)))
 
 
 def _thesis_n_batches(n_examples: int, batch_size: int) -> int:
-    _check_int("n_examples", n_examples, low=1)
-    _check_int("batch_size", batch_size, low=1, high=n_examples)
+    check_int("n_examples", n_examples, low=1)
+    check_int("batch_size", batch_size, low=1, high=n_examples)
     return n_examples // batch_size
 
 
@@ -595,16 +596,8 @@ def _thesis_n_batches(n_examples: int, batch_size: int) -> int:
 
 def _rng(seed: int, stream: int, *more: int) -> np.random.Generator:
     """A generator for one random decision: independent streams via SeedSequence."""
-    _check_int("seed", seed, low=0)
+    check_int("seed", seed, low=0)
     return np.random.default_rng(np.random.SeedSequence([int(seed), stream, *map(int, more)]))
-
-
-def _check_int(what: str, value, low: int | None = None, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        allowed = f"{'' if low is None else low}..{'' if high is None else high}"
-        raise ValueError(f"{what}={value} is outside the allowed range {allowed}")
 
 
 def _label_array(labels) -> np.ndarray:

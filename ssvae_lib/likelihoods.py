@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_real
+
 __all__ = ["ObservationModel", "Bernoulli", "ContinuousBernoulli", "Gaussian", "OBSERVATION_MODELS", "OBSERVATIONS",
            "build_observation_model", "bernoulli_log_likelihood", "gaussian_log_likelihood",
            "continuous_bernoulli_log_normaliser", "continuous_bernoulli_mean"]
@@ -155,13 +157,6 @@ class ContinuousBernoulli(ObservationModel):
         return continuous_bernoulli_mean(out)
 
 
-def _check_real(arg: str, value, *, positive: bool):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ValueError(f"{arg} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
-
-
 class Gaussian(ObservationModel):
     """N(x; μ, (σ² + v) I) with μ = the decoder output (identity link) and v = ``var_floor``.
 
@@ -177,7 +172,7 @@ class Gaussian(ObservationModel):
     def __init__(self, sigma: float = 1.0, *, learned: bool = False, n_pixels: int | None = None,
                  var_floor: float | None = None):
         super().__init__()
-        self.sigma = _check_real("sigma", sigma, positive=True)
+        self.sigma = check_real("sigma", sigma, 0.0, open_interval=True)
         if not isinstance(learned, bool):
             raise ValueError(f"learned must be True or False, got {learned!r}")
         if learned and (not isinstance(n_pixels, numbers.Integral) or isinstance(n_pixels, bool)
@@ -187,8 +182,7 @@ class Gaussian(ObservationModel):
             raise ValueError(f"n_pixels is used only with learned=True (got n_pixels={n_pixels!r})")
         self.learned, self.n_pixels = learned, (int(n_pixels) if learned else None)
         default_floor = 1e-3 if learned else 0.0
-        self.var_floor = _check_real("var_floor", default_floor if var_floor is None else var_floor,
-                                     positive=False)
+        self.var_floor = check_real("var_floor", default_floor if var_floor is None else var_floor, 0.0)
         if learned:
             self.log_sigma = nn.Parameter(torch.full((self.n_pixels,), math.log(self.sigma)))
         else:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int
 from .likelihoods import (Bernoulli, ContinuousBernoulli, build_observation_model,
                           continuous_bernoulli_log_normaliser)
 
@@ -219,8 +220,7 @@ class MultiLabelSSVAE(SSVAE):
                                   for n in label_sizes):
             raise ValueError(f"label_sizes must be a non-empty sequence of integers >= 2, got {label_sizes!r}")
         for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, style_dim=style_dim).items():
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value)
         super().__init__(input_dim, hidden_dim, sum(label_sizes), style_dim, "label_first", log_sigma_range,
                          observation)
         self.label_sizes = tuple(int(n) for n in label_sizes)

@@ -39,11 +39,11 @@ a hard Gumbel-max label).
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 
+from .checks import check_int, check_real
 from .estimators import log_mean_exp, self_normalised_weights
 from .likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood  # re-exported: tensor-level densities
 
@@ -133,9 +133,7 @@ def relaxed_one_hot(logits: torch.Tensor, temperature: float, gumbel: torch.Tens
     ``temperature=0`` returns the hard Gumbel-max one-hot (an exact sample of Cat(softmax(logits)), no
     gradient through the choice). As τ → 0 the relaxed sample tends to that one-hot for fixed noise.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
-            or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = hard Gumbel-max), got {temperature!r}")
+    check_real("temperature (0 = hard Gumbel-max)", temperature, 0.0)
     perturbed = torch.log_softmax(logits, dim=-1) + gumbel
     if temperature == 0:
         return F.one_hot(perturbed.argmax(-1), logits.shape[-1]).to(logits.dtype)
@@ -239,8 +237,7 @@ def _check_alpha(alpha) -> None:
         if alpha.numel() != 1:
             raise ValueError(f"alpha must be a scalar, got a tensor of shape {tuple(alpha.shape)}")
         return
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    check_real("alpha", alpha)
 
 
 def _checked(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
@@ -254,18 +251,6 @@ def _checked(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
     return x
-
-
-def _check_weight(name: str, value) -> None:
-    """A loss weight (β, γ): a finite real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_n_samples(n_samples) -> int:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    return int(n_samples)
 
 
 def _labels(y: torch.Tensor, n_classes: int, x: torch.Tensor,
@@ -345,8 +330,8 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     weights w^s do not change.
     """
     x = _checked(model, x, validate)
-    n_samples = _check_n_samples(n_samples)
-    _check_weight("beta", beta)
+    n_samples = check_int("n_samples", n_samples)
+    check_real("beta", beta, 0.0)
     n_classes, batch = model.n_classes, x.shape[0]
     index, onehot = _labels(y, n_classes, x, validate)
     log_p_y = model.log_prior_y()[index]                                              # [B]
@@ -432,8 +417,8 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     if weighted or proposal not in (None, "conditional"):
         raise ValueError("estimator='m2' samples z from q(z|x,y) and has no weights: "
                          "'proposal' and 'weighted' apply to estimator='is' only")
-    n_samples = _check_n_samples(n_samples)
-    _check_weight("beta", beta)
+    n_samples = check_int("n_samples", n_samples)
+    check_real("beta", beta, 0.0)
     index, onehot = _labels(y, model.n_classes, x, validate)
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
@@ -474,8 +459,8 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     x = _checked(model, x, validate)
     if method not in UNSUPERVISED_METHODS:
         raise ValueError(f"method must be one of {UNSUPERVISED_METHODS}, got {method!r}")
-    n_samples = _check_n_samples(n_samples)
-    _check_weight("beta", beta)
+    n_samples = check_int("n_samples", n_samples)
+    check_real("beta", beta, 0.0)
     n_classes, batch = model.n_classes, x.shape[0]
     log_p_y = model.log_prior_y()                                                      # [C]
     shared = _shared(model, x)
@@ -526,7 +511,7 @@ def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tens
     Either set may be ``None`` or empty (a batch without labelled or unlabelled images). Dividing by a
     batch size, if wanted, is the caller's choice.
     """
-    _check_weight("gamma", gamma)
+    check_real("gamma", gamma, 0.0)
     if sup_bounds is None and unsup_bounds is None:
         raise ValueError("combined_objective needs at least one of sup_bounds, unsup_bounds")
     total = None
@@ -543,10 +528,9 @@ def supervision_rate(gamma: float, n_labelled: int, n_unlabelled: int) -> float:
 
     M = ``n_labelled``, N = ``n_unlabelled``.
     """
-    _check_weight("gamma", gamma)
-    for name, value in (("n_labelled", n_labelled), ("n_unlabelled", n_unlabelled)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    check_real("gamma", gamma, 0.0)
+    check_int("n_labelled", n_labelled, low=0)
+    check_int("n_unlabelled", n_unlabelled, low=0)
     denominator = n_unlabelled + gamma * n_labelled
     if denominator == 0:
         raise ValueError("supervision_rate is undefined when N + gamma*M = 0 "

@@ -532,7 +532,7 @@ def test_split_labelled_errors():
     labels = np.array([0] * 10 + [1] * 3)
     with pytest.raises(ValueError, match="exceeds"):
         split_labelled(labels, 14, 0)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="n_labelled must be an integer >= 0, got -1"):
         split_labelled(labels, -1, 0)
     with pytest.raises(ValueError, match="class 1 has only 3"):
         split_labelled(labels, 8, 0)
@@ -582,7 +582,7 @@ def test_random_shift_keeps_a_centred_digit_whole():
 
 @pytest.mark.parametrize("shape, max_shift, match", [
     ((64,), 1, "2-d images"), ((4, 4), 1, "shape"), ((8, 8), 8, "out of its frame"),
-    ((8, 8), -1, "outside the allowed range"), ((8, 8), 1.5, "integer")])
+    ((8, 8), -1, "integer >= 0"), ((8, 8), 1.5, "integer")])
 def test_random_shift_rejects_bad_input(shape, max_shift, match):
     with pytest.raises(ValueError, match=match):
         random_shift(torch.rand(3, 64), shape, max_shift)
