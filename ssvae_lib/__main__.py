@@ -88,15 +88,17 @@ def demo_config() -> dict:
 
 
 def cmd_demo(args) -> int:
-    """Train with the README's defaults on the best offline dataset and write the seminar figures."""
+    """Train with the README's defaults on the best dataset available and write the seminar figures;
+    the first line says which dataset that is."""
     import torch
 
     config = TrainConfig(**{**demo_config(), "seed": args.seed, "dataset": args.dataset})
+    ds = load_dataset(config.dataset, root=config.data_root)
+    print(f"dataset: {ds.name} ({ds.provenance})", flush=True)
     started = time.perf_counter()
-    result = train.train(config)
+    result = train.train(config, dataset=ds)
     _report(result, time.perf_counter() - started)
     model, out = result.model, args.figures
-    ds = load_dataset(config.dataset, root=config.data_root)
     device = next(model.parameters()).device
     x = ds.x_test[:8].to(device)
     written = plots.save_figure(plots.training_curves(result.history), "demo_training_curves", out)
@@ -161,7 +163,7 @@ def cmd_sweep(args) -> int:
 def cmd_figures(args) -> int:
     """Figures of every grid under ``--results`` (or of the ``--grid`` ones); an error, and nothing
     written, when a requested grid has no finished run."""
-    results = Path(args.results) if args.results else settings.figures_dir() / "sweep"
+    results = Path(args.results) if args.results else settings.checkout_figures() / "sweep"
     grids = store.load_grids(results)
     wanted = args.grid or sorted(grids)
     if not wanted:
@@ -174,7 +176,8 @@ def cmd_figures(args) -> int:
     if empty:
         raise ValueError(f"grid {', '.join(empty)} under {results} has no finished run; nothing written "
                          "(choose other grids with --grid NAME)")
-    written = plots.write_sweep_figures({name: grids[name] for name in wanted}, args.out)
+    written = plots.write_sweep_figures({name: grids[name] for name in wanted},
+                                        args.out or settings.checkout_figures())
     print("wrote " + ", ".join(str(p) for p in written if p.suffix != ".pdf") + " (and PDFs)")
     return 0
 
@@ -191,10 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_flags(p)
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("demo", help="the main job: train with sensible defaults, write figures/")
+    p = sub.add_parser("demo", help="the main job: train with sensible defaults, write its figures to runs/figures")
     p.add_argument("--dataset", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--figures", default=None, help="output folder for the figures (default: the checkout's figures/)")
+    p.add_argument("--figures", default=None,
+                   help="output folder for the figures (default: runs/figures, or $SSVAE_FIGURES_DIR)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("sweep", help="train a grid of runs, many at once; resumable; one JSON per run + results.csv")
     p.add_argument("--preset", help="thesis-alpha, thesis-noise, paper-table (each also as NAME-fast)")

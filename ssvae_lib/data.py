@@ -6,7 +6,9 @@ Datasets (``load_dataset``):
 * ``"mnist"``      the four official idx files; missing ones are downloaded and MD5-verified.
 * ``"mnist-t10k"`` only the two official *test* files: 10,000 real digits re-split 8,000 / 2,000.
 * ``"digits"``     scikit-learn's bundled 8x8 digits (1,797 images), always available offline.
-* ``"auto"``       the first of these three whose files are present (it never downloads).
+* ``"auto"``       ``mnist`` if its files are present; else, with no folder given (the user cache) and a
+                   mirror reachable within seconds, ``mnist`` downloaded; else the first of ``mnist-t10k``
+                   and ``digits`` whose files are present, with a warning saying why and how to fix it.
 * ``"shapes"``     a procedurally generated dataset with known factors (``ssvae_lib.shapes``).
 
 Every loader returns a ``Dataset`` (:mod:`ssvae_lib.dataset`, also importable as ``data.Dataset``).
@@ -24,6 +26,7 @@ import math
 import os
 import struct
 import tempfile
+import threading
 import time
 import urllib.request
 import warnings
@@ -33,6 +36,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import shapes
 from .checks import check_int
@@ -69,6 +73,9 @@ MNIST_MIRRORS: tuple[str, ...] = (
 )
 
 DATASET_NAMES = ("auto", "mnist", "mnist-t10k", "digits", "shapes")
+PROBE_SECONDS = 3.0         # how long "auto" waits for a mirror to answer before it falls back offline
+DOWNLOAD_TIMEOUT = 60.0     # seconds one read of a download may wait
+DOWNLOAD_DEADLINE = 600.0   # seconds one file's download may take in all
 # Pixels per image of each dataset, known without loading it (checkpoints check it against a config).
 INPUT_SIZES = {"mnist": 28 * 28, "mnist-t10k": 28 * 28, "digits": 8 * 8, "shapes": shapes.IMAGE_SIZE ** 2}
 
@@ -210,10 +217,13 @@ def _fetch(url: str, target: Path, expected_md5: str, timeout: float, deadline: 
     try:
         digest = hashlib.md5(usedforsecurity=False)
         n_bytes = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=min(timeout, deadline)) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=min(timeout, deadline)) as response, \
+                tqdm(total=None, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
             announced = response.headers.get("Content-Length")
+            bar.total = None if announced is None else int(announced)
             for chunk in iter(lambda: response.read1(1 << 16), b""):
                 out.write(chunk)
+                bar.update(len(chunk))
                 digest.update(chunk)
                 n_bytes += len(chunk)
                 if time.monotonic() > give_up:
@@ -364,6 +374,25 @@ def _load_digits(seed) -> Dataset:
     return Dataset(x[train], y[train], x[test], y[test], (8, 8), 10, "digits", provenance)
 
 
+def _reachable(mirrors: Sequence[str], seconds: float = PROBE_SECONDS) -> bool:
+    """Whether a mirror answers a HEAD request for the first MNIST file within ``seconds`` in all (name
+    lookup included): offline, ``"auto"`` learns it in seconds rather than after a download timeout."""
+    found = []
+
+    def probe():
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + f"/{MNIST_TRAIN_FILES[0]}.gz"
+            with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+                with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=seconds):
+                    found.append(mirror)
+                    return
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(found)
+
+
 def _auto_choice(root) -> tuple[str, str]:
     """Which dataset ``"auto"`` uses for this data folder, and why (never downloads). A folder given
     by ``root`` or ``$SSVAE_DATA_DIR`` that does not exist is an error, not a reason to fall back."""
@@ -382,13 +411,29 @@ def _auto_choice(root) -> tuple[str, str]:
     return "digits", f"no MNIST files found in {directory}; using scikit-learn's offline digits"
 
 
+def _auto_pick(root, download, mirrors, checksums, timeout, deadline) -> tuple[str, str]:
+    """The dataset ``"auto"`` uses and why (:func:`_auto_choice`), after downloading full MNIST into the
+    user cache when no folder was given, ``download`` is on and a mirror answers (:func:`_reachable`)."""
+    name, reason = _auto_choice(root)
+    if name == "mnist" or not download or _data_dir_and_source(root)[1] != "the user cache":
+        return name, reason
+    if not _reachable(mirrors):
+        return name, f"{reason}; no MNIST mirror served the files within {PROBE_SECONDS:g} s (offline?)"
+    try:
+        _load_idx_files(MNIST_TRAIN_FILES + MNIST_TEST_FILES, root, True, mirrors, checksums, timeout, deadline)
+    except MissingDataError:
+        return name, f"{reason}; downloading full MNIST failed ('python -m ssvae_lib data --dataset mnist' says why)"
+    return "mnist", f"downloaded the four MNIST files into {data_dir(root)}"
+
+
 def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int = 0, *,
                  mirrors: Sequence[str] = MNIST_MIRRORS, checksums: Mapping[str, str] = MNIST_MD5,
-                 timeout: float = 60.0, deadline: float = 600.0, **kwargs) -> Dataset:
+                 timeout: float = DOWNLOAD_TIMEOUT, deadline: float = DOWNLOAD_DEADLINE, **kwargs) -> Dataset:
     """Load a dataset by name (see the module docstring for the names).
 
     ``root``: folder of the MNIST files (default: ``$SSVAE_DATA_DIR``, else the user cache).
-    ``download``: fetch missing MNIST files from ``mirrors`` (never for ``"auto"``).
+    ``download``: fetch missing MNIST files from ``mirrors`` (for ``"auto"`` only into the user cache, when
+    a mirror answers within ``PROBE_SECONDS``).
     ``seed``: the train/test re-split of ``mnist-t10k`` and ``digits``.
     ``timeout``: seconds a download may wait for one read; ``deadline``: seconds one file may take.
     ``checksums``: file name -> MD5; a file is only used after matching it. A present file with
@@ -404,7 +449,7 @@ def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int
         raise TypeError(f"unexpected arguments for dataset {name!r}: {', '.join(kwargs)}")
     check_int("seed", seed, low=0)
     if name == "auto":
-        name, reason = _auto_choice(root)
+        name, reason = _auto_pick(root, download, mirrors, checksums, timeout, deadline)
         if name != "mnist":
             warnings.warn(f"dataset 'auto' picked {name}, an offline stand-in, not full MNIST: {reason}. "
                           "'python -m ssvae_lib data --dataset mnist' downloads full MNIST (11 MB) into "
@@ -428,8 +473,8 @@ def describe(name: str = "auto", root=None) -> str:
     directory, source = _data_dir_and_source(root)
     lines = [f"data folder: {directory} (from {source})"]
     if name == "auto":
-        picked, reason = _auto_choice(root)
-        lines.append(f"auto picked: {picked} ({reason})")
+        name, reason = _auto_pick(root, True, MNIST_MIRRORS, MNIST_MD5, DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)
+        lines.append(f"auto picked: {name} ({reason})")
     dataset = load_dataset(name, root=root)
     return "\n".join(lines + [dataset.summary()])
 

@@ -19,16 +19,22 @@ def fast(full, quick):
     return quick if FAST else full
 
 
+def checkout_figures() -> Path:
+    """The repository's committed ``figures/`` (the current directory's when the package is installed
+    elsewhere): written only by ``python -m ssvae_lib figures`` and by an explicit ``--figures``."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout / "figures" if (checkout / "pyproject.toml").exists() else Path.cwd() / "figures"
+
+
 def figures_dir() -> Path:
-    """Where library figures go: ``$SSVAE_FIGURES_DIR``, else the checkout's ``figures/`` (the current
-    directory's when the package is installed elsewhere). In fast mode a temporary folder, so quick
-    test runs never overwrite the committed full-mode figures."""
+    """Where the demo and the notebooks write figures: ``$SSVAE_FIGURES_DIR``, else ``runs/figures`` beside
+    the committed ``figures/`` (ignored by git, so running them never changes a tracked file). In fast
+    mode a temporary folder."""
     if FAST:
         return Path(tempfile.gettempdir()) / "ssvae_fast_figures"
     if os.environ.get("SSVAE_FIGURES_DIR"):
         return Path(os.environ["SSVAE_FIGURES_DIR"])
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout / "figures" if (checkout / "pyproject.toml").exists() else Path.cwd() / "figures"
+    return checkout_figures().parent / "runs" / "figures"
 
 
 _allocator_tuned = False

@@ -2,6 +2,7 @@
 subset, label corruption and the seminar thesis's labelling protocol. All offline."""
 import gzip
 import hashlib
+import time
 import http.server
 import math
 import os
@@ -690,3 +691,23 @@ def test_thesis_protocol_rejects_bad_input():
         thesis_epoch_batches(100, 0, seed=0, epoch=0)
     with pytest.raises(ValueError, match="epoch"):
         thesis_epoch_batches(100, 10, seed=0, epoch=-1)
+
+
+def test_auto_downloads_full_mnist_into_the_user_cache(tmp_path, monkeypatch):
+    mirror, table = mirror_dir(tmp_path)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    ds = load_dataset("auto", mirrors=[mirror], checksums=table)
+    assert ds.name == "mnist" and (ds.n_train, ds.n_test) == (40, 20)
+    assert sorted(p.name for p in (tmp_path / "xdg" / "ssvae_lib" / "mnist").iterdir()) == sorted(table)
+
+
+def test_auto_offline_falls_back_within_seconds_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    started = time.monotonic()
+    with pytest.warns(UserWarning, match=r"picked digits, an offline stand-in.*no MNIST mirror served the "
+                                         r"files within 3 s.*python -m ssvae_lib data --dataset mnist"):
+        ds = load_dataset("auto", mirrors=["http://10.255.255.1/"])    # hangs or is refused
+    assert ds.name == "digits" and time.monotonic() - started < 6
+    assert not (tmp_path / "xdg").exists()                             # nothing created

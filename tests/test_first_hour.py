@@ -1,0 +1,29 @@
+"""What a newcomer meets first: the demo says which dataset it trains on, and neither the demo nor the
+notebooks write into tracked files."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from ssvae_lib import __main__ as cli
+from ssvae_lib import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_demo_says_first_which_dataset_it_uses(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "FAST", True)
+    assert cli.main(["demo", "--dataset", "digits", "--figures", str(tmp_path)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("dataset: digits (digits: scikit-learn's 1,797 8x8 handwritten digits")
+    assert (tmp_path / "demo_analogies.png").stat().st_size > 0
+
+
+def test_figures_of_the_demo_and_notebooks_go_to_an_ignored_folder(monkeypatch):
+    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.delenv("SSVAE_FIGURES_DIR", raising=False)
+    folder = settings.figures_dir()
+    assert folder == ROOT / "runs" / "figures"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(folder / "demo_analogies.png")], cwd=ROOT)
+    assert ignored.returncode == 0                       # git ignores it: no tracked file changes
+    assert settings.checkout_figures() == ROOT / "figures"
