@@ -67,6 +67,7 @@ def _report(result, seconds: float) -> None:
 def cmd_train(args) -> int:
     """Train, then write the run (also a diverged or interrupted one: what was done is kept)."""
     config, out = _config_from(args), Path(args.out)
+    train.resolve_device(config.device)           # a bad device fails before anything is written
     out.mkdir(parents=True, exist_ok=True)        # a folder that cannot be written fails before training
     started = time.perf_counter()
     try:

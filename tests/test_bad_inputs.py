@@ -160,6 +160,12 @@ def test_auto_refuses_a_data_folder_that_does_not_exist(tmp_path):
         data.load_dataset("auto", root=tmp_path / "nowhere")
 
 
+def test_auto_refuses_a_file_given_as_the_data_folder(tmp_path):
+    (tmp_path / "mnist").write_text("not a folder")
+    with pytest.raises(data.MissingDataError, match=r"mnist \(from the root argument\) does not exist \(it is a file\)"):
+        data.load_dataset("auto", root=tmp_path / "mnist")
+
+
 def test_auto_says_visibly_what_it_fell_back_to(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
     with pytest.warns(UserWarning, match=r"digits.*no MNIST files.*python -m ssvae_lib data --dataset mnist"):
@@ -255,6 +261,14 @@ def test_the_cli_refuses_a_bad_value_with_exit_2(capsys, tmp_path):
     assert cli.main(["train", "--lr", "inf", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "lr must be" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_refuses_cuda_without_cuda_with_exit_2(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["train", *_tiny_flags(device="cuda"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda': CUDA is not available" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
