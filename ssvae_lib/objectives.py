@@ -53,7 +53,7 @@ __all__ = [
     "bernoulli_log_likelihood", "gaussian_log_likelihood",
     "categorical_entropy", "categorical_kl",
     # noise and relaxation
-    "noise", "standard_gumbel", "relaxed_one_hot",
+    "noise", "reparameterise", "standard_gumbel", "relaxed_one_hot",
     # tensor-level bounds and estimators
     "m2_supervised_bound", "enumerated_unsupervised_bound",
     "supervised_log_weights", "log_q_y_lower_bound", "log_q_y_iw_bound",
@@ -291,6 +291,13 @@ def noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tenso
     return given.to(device=like.device, dtype=like.dtype)
 
 
+def reparameterise(mu: torch.Tensor, log_sigma: torch.Tensor, n_samples: int, eps: torch.Tensor | None,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """z = mu + sigma·eps (Eq. 2) with ``eps`` ``[S, B, Dz]`` from :func:`noise`, broadcast over mu's leading
+    dims (mu ``[..., B, Dz]``): the path-wise sample every bound takes its gradient through."""
+    return mu + torch.exp(log_sigma) * noise("normal", eps, (n_samples, *mu.shape[-2:]), mu, generator)
+
+
 def _shared(model, x: torch.Tensor) -> dict:
     """``features=`` for the heads of a model whose heads share one layer (``model.shares_features``,
     e.g. models.SSVAE), so that layer runs once per call; nothing for other models."""
@@ -342,8 +349,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             raise ValueError("style_first models sample z from q(z|x) (proposal='marginal'); "
                              f"q(z|x,y) is not available, got proposal={proposal!r}")
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
-        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-        z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
+        z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
         log_q_z = gaussian_log_density(z, mu, log_sigma)                                # [S, B]
         log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z, **shared), -1), index)
         log_q_yz = log_q_z + log_q_y_given_z
@@ -356,8 +362,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
         log_q_y = _gather_class(log_q_all, index)                                       # [B]
         if proposal == "conditional":
             mu, log_sigma = model.encode(x, onehot, **shared)                           # [B, Dz]
-            eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-            z = mu + torch.exp(log_sigma) * eps
+            z = reparameterise(mu, log_sigma, n_samples, eps, generator)
             log_q_z = gaussian_log_density(z, mu, log_sigma)                            # proposal
             log_q_yz = log_q_y + log_q_z
             log_q_style = log_q_z
@@ -423,8 +428,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
     mu, log_sigma = model.encode(x, onehot, **shared)                                   # [B, Dz]
-    eps = noise("normal", eps, (n_samples, x.shape[0], mu.shape[-1]), mu, generator)
-    z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
+    z = reparameterise(mu, log_sigma, n_samples, eps, generator)                        # [S, B, Dz]
     log_likelihood = model.log_likelihood(x, onehot, z)                                 # [S, B]
     return m2_supervised_bound(log_likelihood, beta * gaussian_kl(mu, log_sigma),
                                model.log_prior_y()[index], log_q_y, alpha, dim=0)
@@ -470,15 +474,13 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         if model.order == "label_first":
             log_q = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
             mu, log_sigma = model.encode(x, onehots, **shared)                          # [C, 1, B, Dz]
-            eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-            z = mu + torch.exp(log_sigma) * eps                                         # [C, S, B, Dz]
+            z = reparameterise(mu, log_sigma, n_samples, eps, generator)                # [C, S, B, Dz]
             reconstruction = model.log_likelihood(x, onehots, z).mean(1)                # [C, B]
             kl_z = torch.broadcast_to(beta * gaussian_kl(mu, log_sigma), (n_classes, 1, batch))[:, 0]
             per_class = (reconstruction - kl_z + log_p_y[:, None]).transpose(0, 1)      # [B, C]
             return enumerated_unsupervised_bound(log_q, per_class, dim=-1)
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
-        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-        z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
+        z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
         log_q = torch.log_softmax(model.classify_style(x, z, **shared), -1)             # [S, B, C]
         log_likelihood = model.log_likelihood(x, onehots, z)                            # [C, S, B]
         per_class = log_likelihood.permute(1, 2, 0) + log_p_y                           # [S, B, C]
@@ -490,13 +492,11 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
         y_relaxed = relaxed_one_hot(logits, temperature, gumbel)                        # [S, B, C]
         mu, log_sigma = model.encode(x, y_relaxed, **shared)                            # [S, B, Dz]
-        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-        z = mu + torch.exp(log_sigma) * eps
+        z = reparameterise(mu, log_sigma, n_samples, eps, generator)
         per_sample = model.log_likelihood(x, y_relaxed, z) - beta * gaussian_kl(mu, log_sigma)  # [S, B]
         return per_sample.mean(0) - categorical_kl(logits, log_p_y)
     mu, log_sigma = model.encode_marginal(x, **shared)                                  # [B, Dz]
-    eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-    z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
+    z = reparameterise(mu, log_sigma, n_samples, eps, generator)                        # [S, B, Dz]
     logits = model.classify_style(x, z, **shared)                                       # [S, B, C]
     gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
     y_relaxed = relaxed_one_hot(logits, temperature, gumbel)
@@ -514,13 +514,10 @@ def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tens
     check_real("gamma", gamma, 0.0)
     if sup_bounds is None and unsup_bounds is None:
         raise ValueError("combined_objective needs at least one of sup_bounds, unsup_bounds")
-    total = None
-    if unsup_bounds is not None:
-        total = unsup_bounds.sum()
-    if sup_bounds is not None:
-        weighted = gamma * sup_bounds.sum()
-        total = weighted if total is None else total + weighted
-    return total
+    if sup_bounds is None:
+        return unsup_bounds.sum()
+    weighted = gamma * sup_bounds.sum()
+    return weighted if unsup_bounds is None else unsup_bounds.sum() + weighted
 
 
 def supervision_rate(gamma: float, n_labelled: int, n_unlabelled: int) -> float:
