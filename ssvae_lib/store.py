@@ -164,19 +164,15 @@ def result_row(record: dict) -> dict:
     ``engine.upgrade_record``)."""
     c = {**IDENTITY_BASELINE, **record["config"]}
     last = engine.upgrade_record(record["history"][-1]) if record["history"] else {"split": "test"}
-    row = {"key": record["key"], "grid": record["grid"], "status": record["status"],
-           "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"], "order": c["order"],
-           "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
-           "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
-           "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
-           "epochs_done": last.get("epoch", 0), "eval_split": last["split"]}
-    for name in ("accuracy", "elbo", "log_likelihood"):
-        row[name] = last.get(name, float("nan"))
-    row["train_loss"] = last.get("train_loss", float("nan"))
-    row.update(record.get("scores") or {})
-    row["chunk_seconds"] = record.get("chunk_seconds", float("nan"))
-    row["runs_in_chunk"] = record.get("runs_in_chunk", 1)
-    return row
+    return {"key": record["key"], "grid": record["grid"], "status": record["status"],
+            "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"],
+            "order": c["order"], "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
+            "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
+            "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
+            "epochs_done": last.get("epoch", 0), "eval_split": last["split"],
+            **{k: last.get(k, float("nan")) for k in ("accuracy", "elbo", "log_likelihood", "train_loss")},
+            **(record.get("scores") or {}), "chunk_seconds": record.get("chunk_seconds", float("nan")),
+            "runs_in_chunk": record.get("runs_in_chunk", 1)}
 
 
 def _row_order(row: dict) -> tuple:
