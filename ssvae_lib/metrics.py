@@ -40,11 +40,7 @@ from .objectives import gaussian_log_density, reparameterise, standard_normal_lo
 _ENCODE_CHUNK = 4096  # images encoded per call of ``encode``
 
 
-# --------------------------------------------------------------------------------------------
-# Input checks and conversions
-# --------------------------------------------------------------------------------------------
-
-
+# -- Input checks and conversions ------------------------------------------------------------
 def _as_numpy(a) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
@@ -98,11 +94,7 @@ def _split_by_factor(c: np.ndarray, f: np.ndarray, test_fraction: float, seed: i
     return train, test
 
 
-# --------------------------------------------------------------------------------------------
-# Entropy and mutual information of discrete variables (nats)
-# --------------------------------------------------------------------------------------------
-
-
+# -- Entropy and mutual information of discrete variables (nats) -----------------------------
 def _normalised_entropy(p: np.ndarray, base: float) -> float:
     """Entropy of the distribution proportional to ``p``, in units of log(base)."""
     p = p / p.sum()
@@ -158,11 +150,7 @@ def mutual_information_matrix(codes, factors, n_bins: int = 20) -> np.ndarray:
                      for j in range(binned.shape[1])])
 
 
-# --------------------------------------------------------------------------------------------
-# Which digits the classifier q(y|x) mixes up
-# --------------------------------------------------------------------------------------------
-
-
+# -- Which digits the classifier q(y|x) mixes up ---------------------------------------------
 def confusion_matrix(labels, predictions, n_classes: int) -> np.ndarray:
     """Counts ``C[i, j]`` of examples of true class i predicted as class j, ``[n_classes, n_classes]``;
     accuracy is ``trace(C) / C.sum()``."""
@@ -187,11 +175,7 @@ def most_confused(confusion) -> tuple[int, int, int]:
     return int(i), int(j), int(c[i, j])
 
 
-# --------------------------------------------------------------------------------------------
-# 1. Label leakage into z (the seminar thesis's scores, read correctly)
-# --------------------------------------------------------------------------------------------
-
-
+# -- 1. Label leakage into z (the seminar thesis's scores, read correctly) -------------------
 def _probe_accuracy(features_train, y_train, features_test, y_test, standardise: bool = True) -> float:
     """Test accuracy of a multinomial logistic-regression probe (with ``standardise``, features
     standardised on the training part, as the thesis's code does)."""
@@ -279,11 +263,7 @@ def leakage_scores(z, y, *, n_bins: int = 20, test_fraction: float = 0.2, seed: 
     }
 
 
-# --------------------------------------------------------------------------------------------
-# 2a. Observational disentanglement metrics on (codes, factors)
-# --------------------------------------------------------------------------------------------
-
-
+# -- 2a. Observational disentanglement metrics on (codes, factors) ---------------------------
 def mig(codes, factors, n_bins: int = 20) -> float:
     """Mutual Information Gap (Chen et al. 2018), as in disentanglement_lib: for every factor v_k,
     the gap between the two largest I(z_j; v_k) over code dimensions, divided by H(v_k), averaged
@@ -406,11 +386,7 @@ def sap(codes, factors, *, classifier: str = "threshold", test_fraction: float =
     return float(np.mean(top[0] - top[1]))
 
 
-# --------------------------------------------------------------------------------------------
-# 2b. Metrics that draw their own batches from a sampler
-# --------------------------------------------------------------------------------------------
-
-
+# -- 2b. Metrics that draw their own batches from a sampler ----------------------------------
 def _check_sampler(sampler) -> tuple[int, ...]:
     for attribute in ("factor_sizes", "sample_factors", "sample_observations"):
         if not hasattr(sampler, attribute):
@@ -545,9 +521,7 @@ def factor_vae_score(encode, sampler, seed: int = 0, *, batch_size: int = 64, n_
     return float(correct / eval_votes.sum())
 
 
-# --------------------------------------------------------------------------------------------
-# Likelihood estimates of a trained model
-# --------------------------------------------------------------------------------------------
+# -- Likelihood estimates of a trained model -------------------------------------------------
 @torch.no_grad()
 def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=None,
                         eps: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
@@ -581,9 +555,7 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     return log_mean_exp(log_w, dim=0)
 
 
-# --------------------------------------------------------------------------------------------
-# All canonical metrics of one encoder
-# --------------------------------------------------------------------------------------------
+# -- All canonical metrics of one encoder ----------------------------------------------------
 def canonical_scores(encode, sampler, *, n_codes: int = 5000, n_train: int = 500, n_eval: int = 250,
                      n_trees: int = 10, seed: int = 0) -> dict:
     """β-VAE, FactorVAE, MIG, DCI (disentanglement, completeness) and SAP of one encoder

@@ -45,9 +45,7 @@ __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observati
            "shapes_labels", "evaluate_multilabel", "train_multilabel"]
 
 
-# ================================================================================================
-# the masked objective
-# ================================================================================================
+# -- the masked objective ------------------------------------------------------------------------
 def joint_configurations(label_sizes) -> torch.Tensor:
     """Every joint value of the K labels, int64 ``[Π_k n_k, K]`` (the last label varies fastest)."""
     sizes = tuple(label_sizes)
@@ -112,9 +110,7 @@ def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, 
     return (weights * per_config.transpose(0, 1)).sum(1) + missing_entropy + alpha * observed_log_q
 
 
-# ================================================================================================
-# observation masks
-# ================================================================================================
+# -- observation masks ---------------------------------------------------------------------------
 def observation_mask(n: int, n_labels: int, observe_prob: float, seed: int = 0) -> torch.Tensor:
     """Bool ``[n, K]``: each of the K labels of each example observed independently with
     probability ``observe_prob`` (so pattern O has probability p^|O| (1−p)^(K−|O|)). Seeded."""
@@ -157,9 +153,7 @@ def representation(model, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([z, predicted.to(z.dtype)], dim=-1)
 
 
-# ================================================================================================
-# training on the shapes data
-# ================================================================================================
+# -- training on the shapes data -----------------------------------------------------------------
 @dataclass
 class MultiLabelConfig:
     """A small training run on the shapes data with a random observation mask."""

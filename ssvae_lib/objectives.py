@@ -70,9 +70,7 @@ UNSUPERVISED_METHODS = ("enumerate", "concrete")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# ================================================================================================
-# densities (tensor level)
-# ================================================================================================
+# -- densities (tensor level) --------------------------------------------------------------------
 def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag sigma²) ‖ N(0, I)), summed over the last dimension (the KL term of Eq. 1 and 8).
 
@@ -104,9 +102,7 @@ def categorical_kl(logits_q: torch.Tensor, log_p: torch.Tensor, dim: int = -1) -
     return (torch.exp(log_q) * (log_q - log_p)).sum(dim)
 
 
-# ================================================================================================
-# noise and the concrete relaxation
-# ================================================================================================
+# -- noise and the concrete relaxation -----------------------------------------------------------
 def _draw(kind: str, shape: tuple, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Fresh standard normal or Gumbel noise, drawn on the generator's device and moved to ``like``'s."""
     if kind == "normal":
@@ -140,9 +136,7 @@ def relaxed_one_hot(logits: torch.Tensor, temperature: float, gumbel: torch.Tens
     return torch.softmax(perturbed / temperature, dim=-1)
 
 
-# ================================================================================================
-# tensor-level bounds and estimators
-# ================================================================================================
+# -- tensor-level bounds and estimators ----------------------------------------------------------
 def m2_supervised_bound(log_likelihood: torch.Tensor, kl_z: torch.Tensor, log_p_y: torch.Tensor,
                         log_q_y: torch.Tensor, alpha: float, dim: int = 0) -> torch.Tensor:
     """Eq. 8 of the seminar thesis: E_q(z|x,y)[log p(x|y,z)] − KL(q(z|x,y) ‖ p(z)) + log p(y) + α log q(y|x).
@@ -227,9 +221,7 @@ def supervised_iw_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log
     return generative + (1.0 + alpha) * log_q_y_iw_bound(log_w, dim=dim)
 
 
-# ================================================================================================
-# model level
-# ================================================================================================
+# -- model level ---------------------------------------------------------------------------------
 def _check_alpha(alpha) -> None:
     """A finite real number; a one-element tensor (e.g. one run's α under ``torch.func.vmap``) is checked
     for its shape only, its value being the caller's to check (``TrainConfig`` does)."""

@@ -57,9 +57,7 @@ IDENTITY_BASELINE = MappingProxyType({
 _UNSET = object()
 
 
-# ==========================================================================================
-# run identity
-# ==========================================================================================
+# -- run identity --------------------------------------------------------------------------
 def identity(config: TrainConfig | Mapping) -> dict:
     """The settings that make a run what it is: the fields of ``config`` (a TrainConfig or its dict)
     that differ from ``IDENTITY_BASELINE``, without ``NOT_IDENTITY``; a field absent from ``config``
@@ -81,9 +79,7 @@ def run_key(config: TrainConfig | Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# ==========================================================================================
-# records and manifests
-# ==========================================================================================
+# -- records and manifests -----------------------------------------------------------------
 def write_text(path: Path, text: str) -> Path:
     """Atomic write: a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +151,7 @@ def add_to_manifest(results: Path, spec: GridSpec, keys: list[str]) -> None:
                           "fast_mode": settings.FAST, "keys": listed + new})
 
 
-# ==========================================================================================
-# rows and the CSV
-# ==========================================================================================
+# -- rows and the CSV ----------------------------------------------------------------------
 def result_row(record: dict) -> dict:
     """One flat row per run: the grid coordinates, the last evaluation (``accuracy``, ``elbo``,
     ``log_likelihood`` on the evaluation split) and the leakage scores (history records of any age:
@@ -207,9 +201,7 @@ def load_grids(results: str | Path) -> dict[str, list[dict]]:
             for m in _read_manifests(results).values()}
 
 
-# ==========================================================================================
-# migration of an old results folder
-# ==========================================================================================
+# -- migration of an old results folder ----------------------------------------------------
 def needs_migration(results: str | Path) -> bool:
     """Whether ``results`` holds a record or a manifest of an old format."""
     results = Path(results)
@@ -242,9 +234,7 @@ def migrate(results: str | Path) -> dict:
             "csv_rows_before": csv_before, "csv_rows_after": len(records)}
 
 
-# ==========================================================================================
-# the sweep
-# ==========================================================================================
+# -- the sweep -----------------------------------------------------------------------------
 @dataclass
 class SweepPlan:
     """What :func:`run_sweep` will do for one grid and results folder: every run's effective config and
