@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from .checks import check_int, check_real, split_indices
+from .checks import check_choice, check_int, check_real, split_indices
 from .estimators import log_mean_exp
 from .objectives import gaussian_log_density, reparameterise, standard_normal_log_density
 
@@ -357,8 +357,7 @@ def sap_score_matrix(codes, factors, *, classifier: str = "threshold", test_frac
     leaf per class, so it can give each class an interval of the code; classes weighted to
     balance). ``"linear"``: disentanglement_lib's ``LinearSVC(C=0.01, class_weight="balanced")``,
     which on one dimension cannot single out a class lying between two others."""
-    if classifier not in ("threshold", "linear"):
-        raise ValueError(f"classifier must be 'threshold' or 'linear', got {classifier!r}")
+    check_choice("classifier", classifier, ("threshold", "linear"))
     c, f = _codes_and_factors(codes, factors)
     train, test = _split_by_factor(c, f, test_fraction, seed)
     scores = np.zeros((c.shape[1], f.shape[1]))

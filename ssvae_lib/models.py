@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_int
+from .checks import check_choice, check_int
 from .likelihoods import (Bernoulli, ContinuousBernoulli, build_observation_model,
                           continuous_bernoulli_log_normaliser)
 
@@ -40,8 +40,7 @@ class SSVAE(nn.Module):
                  style_dim: int = 10, order: str = "label_first",
                  log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
         super().__init__()
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        check_choice("order", order, ORDERS)
         for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, n_classes=n_classes,
                                 style_dim=style_dim).items():
             check_int(name, value)

@@ -43,7 +43,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .checks import check_int, check_real
+from .checks import check_choice, check_int, check_real
 from .estimators import log_mean_exp, self_normalised_weights
 from .likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood  # re-exported: tensor-level densities
 
@@ -236,8 +236,7 @@ def _checked(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """``x`` for ``model``: with ``validate``, ``model.check_input(x)`` where the model has it (shape, dtype,
     the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``)."""
     order = getattr(model, "order", None)
-    if order not in ORDERS:
-        raise ValueError(f"model.order must be one of {ORDERS}, got {order!r}")
+    check_choice("model.order", order, ORDERS)
     if validate and hasattr(model, "check_input"):
         return model.check_input(x)
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
@@ -348,8 +347,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
         log_q_style = log_q_z
     else:
         proposal = "conditional" if proposal is None else proposal
-        if proposal not in PROPOSALS:
-            raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
+        check_choice("proposal", proposal, PROPOSALS)
         log_q_all = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
         log_q_y = _gather_class(log_q_all, index)                                       # [B]
         if proposal == "conditional":
@@ -399,8 +397,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     labels already checked by the caller (the engine checks them once where data enters), so the bound runs under vmap.
     """
     x = _checked(model, x, validate)
-    if estimator not in SUPERVISED_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {SUPERVISED_ESTIMATORS}, got {estimator!r}")
+    check_choice("estimator", estimator, SUPERVISED_ESTIMATORS)
     _check_alpha(alpha)
     if estimator == "is":
         terms = supervised_is_terms(model, x, y, n_samples=n_samples, proposal=proposal, beta=beta,
@@ -453,8 +450,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     ``validate=False``: x already checked by the caller (see :func:`supervised_bound`).
     """
     x = _checked(model, x, validate)
-    if method not in UNSUPERVISED_METHODS:
-        raise ValueError(f"method must be one of {UNSUPERVISED_METHODS}, got {method!r}")
+    check_choice("method", method, UNSUPERVISED_METHODS)
     n_samples = check_int("n_samples", n_samples)
     check_real("beta", beta, 0.0)
     n_classes, batch = model.n_classes, x.shape[0]
