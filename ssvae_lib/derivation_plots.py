@@ -71,13 +71,10 @@ def elbo_figure(terms: dict, posterior_mean, posterior_cov, q_mean, q_log_sd, fi
              ylabel="density" if one_d else "z₂")
     ax_density.legend(fontsize=8, loc="upper left")
 
-    recon, kl, elbo = terms["reconstruction"], terms["kl_prior"], terms["elbo"]
-    gap, log_px = terms["gap"], terms["log_px"]
     labels = ["E_q[log p(x|z)]", "−KL(q‖p(z))", "ELBO", "+KL(q‖p(z|x))", "log p(x)"]
-    bottoms = [0.0, recon, 0.0, elbo, 0.0]
-    heights = [recon, -kl, elbo, gap, log_px]
-    colours_bar = ["C2", "C1", "C3", "C4", "C0"]
-    ax_bar.bar(range(5), heights, bottom=bottoms, color=colours_bar, width=0.6)
+    bottoms = [0.0, terms["reconstruction"], 0.0, terms["elbo"], 0.0]
+    heights = [terms["reconstruction"], -terms["kl_prior"], terms["elbo"], terms["gap"], terms["log_px"]]
+    ax_bar.bar(range(5), heights, bottom=bottoms, color=["C2", "C1", "C3", "C4", "C0"], width=0.6)
     for i, (b, h) in enumerate(zip(bottoms, heights)):        # each value in the middle of its bar
         ax_bar.text(i, b + h / 2, f"{h:+.3f}" if i in (1, 3) else f"{h:.3f}", ha="center", va="center",
                     fontsize=8, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))

@@ -183,9 +183,12 @@ def log_q_y_iw_bound(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return log_mean_exp(log_w, dim=dim)
 
 
-def _supervised_generative_term(log_p_xyz, log_q_yz, log_w, dim):
-    """Eq. 18: Σ_s (w^s / (S·Z)) log(p(x,y,z^s)/q(y,z^s|x)), the self-normalised expectation."""
-    return (self_normalised_weights(log_w, dim=dim) * (log_p_xyz - log_q_yz)).sum(dim)
+def _supervised_generative_term(log_p_xyz, log_q_yz, log_q_z, alpha, dim):
+    """(Eq. 18, log w^s): Σ_s (w^s / (S·Z)) log(p(x,y,z^s)/q(y,z^s|x)), the self-normalised expectation,
+    and the log-weights of Eq. 17 it uses, after checking ``alpha``."""
+    _check_alpha(alpha)
+    log_w = supervised_log_weights(log_q_yz, log_q_z)
+    return (self_normalised_weights(log_w, dim=dim) * (log_p_xyz - log_q_yz)).sum(dim), log_w
 
 
 def supervised_is_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log_q_z: torch.Tensor,
@@ -202,9 +205,7 @@ def supervised_is_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log
     :func:`supervised_iw_estimator` for the form that tightens). Gradients flow through all three
     inputs, including through the normalised weights.
     """
-    _check_alpha(alpha)
-    log_w = supervised_log_weights(log_q_yz, log_q_z)
-    generative = _supervised_generative_term(log_p_xyz, log_q_yz, log_w, dim)
+    generative, log_w = _supervised_generative_term(log_p_xyz, log_q_yz, log_q_z, alpha, dim)
     return generative + (1.0 + alpha) * log_q_y_lower_bound(log_w, dim=dim)
 
 
@@ -215,9 +216,7 @@ def supervised_iw_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log
     Both parts are consistent, so the estimate tends to the Eq. 16 objective
     (1+α) log q(y|x) + E_q(z|x,y)[log p(x,y,z)/q(y,z|x)] as S → ∞ (bias O(1/S)).
     """
-    _check_alpha(alpha)
-    log_w = supervised_log_weights(log_q_yz, log_q_z)
-    generative = _supervised_generative_term(log_p_xyz, log_q_yz, log_w, dim)
+    generative, log_w = _supervised_generative_term(log_p_xyz, log_q_yz, log_q_z, alpha, dim)
     return generative + (1.0 + alpha) * log_q_y_iw_bound(log_w, dim=dim)
 
 

@@ -24,7 +24,7 @@ from . import objectives
 from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
-from .toy import LinearGaussian, ToyStyleFirstModel, _diag_log_density, gauss_hermite
+from .toy import _LOG_2PI, LinearGaussian, ToyStyleFirstModel, _diag_log_density, gauss_hermite
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
            "elbo_decomposition", "best_diagonal_gaussian", "beta_vae_objective", "elbo_monte_carlo_terms",
@@ -32,8 +32,6 @@ __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaus
            "exact_gradient_moments", "PosteriorImportanceSampling", "ReplicateSummary", "replicate_estimates",
            "draw_supervised_terms", "supervised_estimates", "SupervisedEstimatorReference",
            "supervised_estimator_reference"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 GRADIENT_ESTIMATORS = ("reparameterised", "score_function")
 IS_ESTIMATORS = ("normaliser", "log_normaliser", "posterior_mean_is", "posterior_mean_snis")
