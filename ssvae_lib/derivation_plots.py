@@ -50,38 +50,31 @@ def elbo_figure(terms: dict, posterior_mean, posterior_cov, q_mean, q_log_sd, fi
     post_cov = np.atleast_2d(np.asarray(posterior_cov, dtype=float))
     q_mean = np.atleast_1d(np.asarray(q_mean, dtype=float))
     q_sd = np.exp(np.atleast_1d(np.asarray(q_log_sd, dtype=float)))
-    colours = dict(prior="0.6", posterior="C0", q="C3")
-    one_d = post_mean.size == 1
+    dz = post_mean.size
+    densities = (("prior p(z)", np.zeros(dz), np.eye(dz), dict(color="0.6", ls=":")),
+                 ("posterior p(z|x)", post_mean, post_cov, dict(color="C0", lw=2)),
+                 ("q(z|x)", q_mean, np.diag(q_sd ** 2), dict(color="C3", lw=2, ls="--")))
+    one_d = dz == 1
     if one_d:
         sd_post = np.sqrt(post_cov[0, 0])
         low = min(-3.0, post_mean[0] - 4 * sd_post, q_mean[0] - 4 * q_sd[0])
         high = max(3.0, post_mean[0] + 4 * sd_post, q_mean[0] + 4 * q_sd[0])
         z = np.linspace(low, high, 400)
-        ax_density.plot(z, _normal_pdf(z, 0.0, 1.0), color=colours["prior"], ls=":", label="prior p(z)")
-        ax_density.plot(z, _normal_pdf(z, post_mean[0], sd_post), color=colours["posterior"], lw=2,
-                        label="posterior p(z|x)")
-        ax_density.plot(z, _normal_pdf(z, q_mean[0], q_sd[0]), color=colours["q"], lw=2, ls="--",
-                        label="q(z|x)")
+        for label, mean, cov, style in densities:
+            ax_density.plot(z, _normal_pdf(z, mean[0], np.sqrt(cov[0, 0])), label=label, **style)
     else:
         for n_sd in (1, 2):
-            _ellipse(ax_density, np.zeros(2), np.eye(2), n_sd, color=colours["prior"], ls=":",
-                     label="prior p(z)" if n_sd == 1 else None)
-            _ellipse(ax_density, post_mean, post_cov, n_sd, color=colours["posterior"], lw=2,
-                     label="posterior p(z|x)" if n_sd == 1 else None)
-            _ellipse(ax_density, q_mean, np.diag(q_sd ** 2), n_sd, color=colours["q"], lw=2, ls="--",
-                     label="q(z|x)" if n_sd == 1 else None)
+            for label, mean, cov, style in densities:
+                _ellipse(ax_density, mean, cov, n_sd, label=label if n_sd == 1 else None, **style)
         ax_density.set_aspect("equal", adjustable="datalim")
     decorate(ax_density, "q(z|x) against the exact posterior", grid=None, xlabel="z" if one_d else "z₁",
              ylabel="density" if one_d else "z₂")
     ax_density.legend(fontsize=8, loc="upper left")
 
-    recon, kl, elbo = terms["reconstruction"], terms["kl_prior"], terms["elbo"]
-    gap, log_px = terms["gap"], terms["log_px"]
     labels = ["E_q[log p(x|z)]", "−KL(q‖p(z))", "ELBO", "+KL(q‖p(z|x))", "log p(x)"]
-    bottoms = [0.0, recon, 0.0, elbo, 0.0]
-    heights = [recon, -kl, elbo, gap, log_px]
-    colours_bar = ["C2", "C1", "C3", "C4", "C0"]
-    ax_bar.bar(range(5), heights, bottom=bottoms, color=colours_bar, width=0.6)
+    bottoms = [0.0, terms["reconstruction"], 0.0, terms["elbo"], 0.0]
+    heights = [terms["reconstruction"], -terms["kl_prior"], terms["elbo"], terms["gap"], terms["log_px"]]
+    ax_bar.bar(range(5), heights, bottom=bottoms, color=["C2", "C1", "C3", "C4", "C0"], width=0.6)
     for i, (b, h) in enumerate(zip(bottoms, heights)):        # each value in the middle of its bar
         ax_bar.text(i, b + h / 2, f"{h:+.3f}" if i in (1, 3) else f"{h:.3f}", ha="center", va="center",
                     fontsize=8, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))

@@ -46,9 +46,7 @@ GPU_MEMORY_FRACTION = 0.6        # share of the free GPU memory a chunk may use
 DIVERGENCE_FACTOR = 10_000
 
 
-# ==========================================================================================
-# noise: the order of every draw, defined once
-# ==========================================================================================
+# -- noise: the order of every draw, defined once ------------------------------------------
 def _normal(shape, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else None
     return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
@@ -84,9 +82,7 @@ def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: in
     return elbo_eps, drawn(n_iwae, iwae_samples)
 
 
-# ==========================================================================================
-# one run: the step's terms and the evaluation's sums, as functions of (model, inputs)
-# ==========================================================================================
+# -- one run: the step's terms and the evaluation's sums, as functions of (model, inputs) ---
 def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, *, alpha=None,
            noise: dict | None = None, generator: torch.Generator | None = None,
            validate: bool = True) -> torch.Tensor:
@@ -147,9 +143,7 @@ def _iwae_sum(model, x, eps):
     return metrics.iwae_log_likelihood(model, x, eps.shape[0], eps=eps, validate=False).sum()
 
 
-# ==========================================================================================
-# many runs of one model
-# ==========================================================================================
+# -- many runs of one model ----------------------------------------------------------------
 class Runs:
     """R models of one architecture as one set of trainable tensors. With R = 1 these are the model's own
     parameters (trained in place); with R > 1 they are stacked along a leading run dimension
@@ -281,9 +275,7 @@ def predict(model: SSVAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torc
                       for start in range(0, len(x), batch_size)])
 
 
-# ==========================================================================================
-# the loop
-# ==========================================================================================
+# -- the loop ------------------------------------------------------------------------------
 def upgrade_record(record: dict) -> dict:
     """A history record in the current form: the split as a field and plain score names. Records written
     before the split became a field carry it as a prefix (``test_accuracy``); they are rewritten."""
@@ -533,9 +525,7 @@ def _step(runs: Runs, configs, per_run, errors, x_train, pool_rows, image_shape,
     return terms
 
 
-# ==========================================================================================
-# chunking: how many runs fit on the device
-# ==========================================================================================
+# -- chunking: how many runs fit on the device ---------------------------------------------
 def bytes_per_run(config: TrainConfig, input_dim: int, n_classes: int) -> int:
     """Rough upper estimate of the memory one run adds to a step (float32): parameters with their gradient
     and two Adam moments, plus about six tensors of the decoder's largest activation for the unlabelled

@@ -181,10 +181,7 @@ def preset(name: str, fast: bool = False) -> GridSpec:
     return PRESETS[name]
 
 
-
-# ==========================================================================================
-# command-line text -> typed values
-# ==========================================================================================
+# -- command-line text -> typed values -----------------------------------------------------
 NONE_WORDS = ("none", "all")          # text that means None for a field that allows it ("all": every image)
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

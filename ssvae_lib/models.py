@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_int
+from .checks import check_choice, check_int
 from .likelihoods import (Bernoulli, ContinuousBernoulli, build_observation_model,
                           continuous_bernoulli_log_normaliser)
 
@@ -40,12 +40,10 @@ class SSVAE(nn.Module):
                  style_dim: int = 10, order: str = "label_first",
                  log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
         super().__init__()
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        check_choice("order", order, ORDERS)
         for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, n_classes=n_classes,
                                 style_dim=style_dim).items():
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value)
         self.input_dim, self.hidden_dim = input_dim, hidden_dim
         self.n_classes, self.style_dim, self.order = n_classes, style_dim, order
         self.log_sigma_range = tuple(float(v) for v in log_sigma_range)
@@ -219,8 +217,6 @@ class MultiLabelSSVAE(SSVAE):
         if not label_sizes or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2
                                   for n in label_sizes):
             raise ValueError(f"label_sizes must be a non-empty sequence of integers >= 2, got {label_sizes!r}")
-        for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, style_dim=style_dim).items():
-            check_int(name, value)
         super().__init__(input_dim, hidden_dim, sum(label_sizes), style_dim, "label_first", log_sigma_range,
                          observation)
         self.label_sizes = tuple(int(n) for n in label_sizes)

@@ -37,7 +37,7 @@ from . import settings
 from .checks import check_int, check_real
 from .engine import EVAL_SEED_OFFSET
 from .models import MultiLabelSSVAE, check_label_range
-from .objectives import categorical_entropy, gaussian_kl, noise
+from .objectives import categorical_entropy, gaussian_kl, reparameterise
 from .shapes import FACTOR_NAMES, FACTOR_SIZES
 
 __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observation_mask",
@@ -45,9 +45,7 @@ __all__ = ["MultiLabelSSVAE", "joint_configurations", "masked_bound", "observati
            "shapes_labels", "evaluate_multilabel", "train_multilabel"]
 
 
-# ================================================================================================
-# the masked objective
-# ================================================================================================
+# -- the masked objective ------------------------------------------------------------------------
 def joint_configurations(label_sizes) -> torch.Tensor:
     """Every joint value of the K labels, int64 ``[Π_k n_k, K]`` (the last label varies fastest)."""
     sizes = tuple(label_sizes)
@@ -58,13 +56,11 @@ def joint_configurations(label_sizes) -> torch.Tensor:
 
 def _check_labels_and_mask(labels, observed, sizes: tuple[int, ...], batch: int) -> None:
     shape = (batch, len(sizes))
-    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != shape:
-        raise ValueError(f"labels must be an int64 tensor of shape [B, K] = {list(shape)}, got "
-                         f"{getattr(labels, 'dtype', type(labels).__name__)} {list(getattr(labels, 'shape', []))}")
-    if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool or tuple(observed.shape) != shape:
-        raise ValueError(f"observed must be a bool tensor of shape [B, K] = {list(shape)} (True = label "
-                         f"observed), got {getattr(observed, 'dtype', type(observed).__name__)} "
-                         f"{list(getattr(observed, 'shape', []))}")
+    for name, value, dtype, kind, note in (("labels", labels, torch.int64, "an int64", ""),
+                                           ("observed", observed, torch.bool, "a bool", " (True = label observed)")):
+        if not isinstance(value, torch.Tensor) or value.dtype != dtype or tuple(value.shape) != shape:
+            raise ValueError(f"{name} must be {kind} tensor of shape [B, K] = {list(shape)}{note}, got "
+                             f"{getattr(value, 'dtype', type(value).__name__)} {list(getattr(value, 'shape', []))}")
     check_label_range(labels, sizes, observed)
 
 
@@ -101,8 +97,7 @@ def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, 
     # L(x, c) for every configuration, with the same noise eps for all of them.
     onehots = model.onehot(configs)[:, None, :]                                        # [J, 1, Σn]
     mu, log_sigma = model.encode(x, onehots)                                           # [J, B, Dz]
-    eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-    z = mu[:, None] + torch.exp(log_sigma[:, None]) * eps                               # [J, S, B, Dz]
+    z = reparameterise(mu[:, None], log_sigma[:, None], n_samples, eps, generator)     # [J, S, B, Dz]
     reconstruction = model.log_likelihood(x, onehots[:, None], z).mean(1)              # [J, B]
     log_p_config = sum(log_p[k][configs[:, k]] for k in range(len(sizes)))             # [J]
     per_config = reconstruction - gaussian_kl(mu, log_sigma) + log_p_config[:, None]   # [J, B]
@@ -115,9 +110,7 @@ def masked_bound(model: MultiLabelSSVAE, x: torch.Tensor, labels: torch.Tensor, 
     return (weights * per_config.transpose(0, 1)).sum(1) + missing_entropy + alpha * observed_log_q
 
 
-# ================================================================================================
-# observation masks
-# ================================================================================================
+# -- observation masks ---------------------------------------------------------------------------
 def observation_mask(n: int, n_labels: int, observe_prob: float, seed: int = 0) -> torch.Tensor:
     """Bool ``[n, K]``: each of the K labels of each example observed independently with
     probability ``observe_prob`` (so pattern O has probability p^|O| (1−p)^(K−|O|)). Seeded."""
@@ -160,9 +153,7 @@ def representation(model, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([z, predicted.to(z.dtype)], dim=-1)
 
 
-# ================================================================================================
-# training on the shapes data
-# ================================================================================================
+# -- training on the shapes data -----------------------------------------------------------------
 @dataclass
 class MultiLabelConfig:
     """A small training run on the shapes data with a random observation mask."""
@@ -185,16 +176,13 @@ class MultiLabelConfig:
                 or len(set(self.label_factors)) != len(self.label_factors):
             raise ValueError(f"MultiLabelConfig: label_factors must be distinct names from {FACTOR_NAMES}, "
                              f"got {self.label_factors!r}")
-        if not 0.0 <= self.observe_prob <= 1.0:
-            raise ValueError(f"MultiLabelConfig: observe_prob must lie in [0, 1], got {self.observe_prob}")
-        check_real("alpha", self.alpha)
-        if self.lr <= 0:
-            raise ValueError(f"MultiLabelConfig: lr must be > 0, got {self.lr}")
+        check_real("MultiLabelConfig: observe_prob", self.observe_prob, 0.0, 1.0)
+        check_real("MultiLabelConfig: alpha", self.alpha)
+        check_real("MultiLabelConfig: lr", self.lr, 0.0, open_interval=True)
         for name in ("epochs", "batch_size", "n_samples", "hidden_dim", "style_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"MultiLabelConfig: {name} must be a positive integer, got {getattr(self, name)}")
-        if self.max_train is not None and self.max_train < 1:
-            raise ValueError(f"MultiLabelConfig: max_train must be >= 1 or None, got {self.max_train}")
+            check_int(f"MultiLabelConfig: {name}", getattr(self, name))
+        if self.max_train is not None:
+            check_int("MultiLabelConfig: max_train", self.max_train)
 
 
 @dataclass

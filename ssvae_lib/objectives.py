@@ -43,7 +43,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .checks import check_int, check_real
+from .checks import check_choice, check_int, check_real
 from .estimators import log_mean_exp, self_normalised_weights
 from .likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood  # re-exported: tensor-level densities
 
@@ -53,7 +53,7 @@ __all__ = [
     "bernoulli_log_likelihood", "gaussian_log_likelihood",
     "categorical_entropy", "categorical_kl",
     # noise and relaxation
-    "noise", "standard_gumbel", "relaxed_one_hot",
+    "noise", "reparameterise", "standard_gumbel", "relaxed_one_hot",
     # tensor-level bounds and estimators
     "m2_supervised_bound", "enumerated_unsupervised_bound",
     "supervised_log_weights", "log_q_y_lower_bound", "log_q_y_iw_bound",
@@ -70,9 +70,7 @@ UNSUPERVISED_METHODS = ("enumerate", "concrete")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# ================================================================================================
-# densities (tensor level)
-# ================================================================================================
+# -- densities (tensor level) --------------------------------------------------------------------
 def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag sigma²) ‖ N(0, I)), summed over the last dimension (the KL term of Eq. 1 and 8).
 
@@ -104,9 +102,7 @@ def categorical_kl(logits_q: torch.Tensor, log_p: torch.Tensor, dim: int = -1) -
     return (torch.exp(log_q) * (log_q - log_p)).sum(dim)
 
 
-# ================================================================================================
-# noise and the concrete relaxation
-# ================================================================================================
+# -- noise and the concrete relaxation -----------------------------------------------------------
 def _draw(kind: str, shape: tuple, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Fresh standard normal or Gumbel noise, drawn on the generator's device and moved to ``like``'s."""
     if kind == "normal":
@@ -140,9 +136,7 @@ def relaxed_one_hot(logits: torch.Tensor, temperature: float, gumbel: torch.Tens
     return torch.softmax(perturbed / temperature, dim=-1)
 
 
-# ================================================================================================
-# tensor-level bounds and estimators
-# ================================================================================================
+# -- tensor-level bounds and estimators ----------------------------------------------------------
 def m2_supervised_bound(log_likelihood: torch.Tensor, kl_z: torch.Tensor, log_p_y: torch.Tensor,
                         log_q_y: torch.Tensor, alpha: float, dim: int = 0) -> torch.Tensor:
     """Eq. 8 of the seminar thesis: E_q(z|x,y)[log p(x|y,z)] − KL(q(z|x,y) ‖ p(z)) + log p(y) + α log q(y|x).
@@ -189,9 +183,12 @@ def log_q_y_iw_bound(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return log_mean_exp(log_w, dim=dim)
 
 
-def _supervised_generative_term(log_p_xyz, log_q_yz, log_w, dim):
-    """Eq. 18: Σ_s (w^s / (S·Z)) log(p(x,y,z^s)/q(y,z^s|x)), the self-normalised expectation."""
-    return (self_normalised_weights(log_w, dim=dim) * (log_p_xyz - log_q_yz)).sum(dim)
+def _supervised_generative_term(log_p_xyz, log_q_yz, log_q_z, alpha, dim):
+    """(Eq. 18, log w^s): Σ_s (w^s / (S·Z)) log(p(x,y,z^s)/q(y,z^s|x)), the self-normalised expectation,
+    and the log-weights of Eq. 17 it uses, after checking ``alpha``."""
+    _check_alpha(alpha)
+    log_w = supervised_log_weights(log_q_yz, log_q_z)
+    return (self_normalised_weights(log_w, dim=dim) * (log_p_xyz - log_q_yz)).sum(dim), log_w
 
 
 def supervised_is_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log_q_z: torch.Tensor,
@@ -208,9 +205,7 @@ def supervised_is_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log
     :func:`supervised_iw_estimator` for the form that tightens). Gradients flow through all three
     inputs, including through the normalised weights.
     """
-    _check_alpha(alpha)
-    log_w = supervised_log_weights(log_q_yz, log_q_z)
-    generative = _supervised_generative_term(log_p_xyz, log_q_yz, log_w, dim)
+    generative, log_w = _supervised_generative_term(log_p_xyz, log_q_yz, log_q_z, alpha, dim)
     return generative + (1.0 + alpha) * log_q_y_lower_bound(log_w, dim=dim)
 
 
@@ -221,15 +216,11 @@ def supervised_iw_estimator(log_p_xyz: torch.Tensor, log_q_yz: torch.Tensor, log
     Both parts are consistent, so the estimate tends to the Eq. 16 objective
     (1+α) log q(y|x) + E_q(z|x,y)[log p(x,y,z)/q(y,z|x)] as S → ∞ (bias O(1/S)).
     """
-    _check_alpha(alpha)
-    log_w = supervised_log_weights(log_q_yz, log_q_z)
-    generative = _supervised_generative_term(log_p_xyz, log_q_yz, log_w, dim)
+    generative, log_w = _supervised_generative_term(log_p_xyz, log_q_yz, log_q_z, alpha, dim)
     return generative + (1.0 + alpha) * log_q_y_iw_bound(log_w, dim=dim)
 
 
-# ================================================================================================
-# model level
-# ================================================================================================
+# -- model level ---------------------------------------------------------------------------------
 def _check_alpha(alpha) -> None:
     """A finite real number; a one-element tensor (e.g. one run's α under ``torch.func.vmap``) is checked
     for its shape only, its value being the caller's to check (``TrainConfig`` does)."""
@@ -244,8 +235,7 @@ def _checked(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """``x`` for ``model``: with ``validate``, ``model.check_input(x)`` where the model has it (shape, dtype,
     the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``)."""
     order = getattr(model, "order", None)
-    if order not in ORDERS:
-        raise ValueError(f"model.order must be one of {ORDERS}, got {order!r}")
+    check_choice("model.order", order, ORDERS)
     if validate and hasattr(model, "check_input"):
         return model.check_input(x)
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
@@ -289,6 +279,13 @@ def noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tenso
         raise ValueError(f"{name} must have shape {list(shape)} ([n_samples, B, "
                          f"{'Dz' if kind == 'normal' else 'C'}]), got {list(given.shape)}")
     return given.to(device=like.device, dtype=like.dtype)
+
+
+def reparameterise(mu: torch.Tensor, log_sigma: torch.Tensor, n_samples: int, eps: torch.Tensor | None,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """z = mu + sigma·eps (Eq. 2) with ``eps`` ``[S, B, Dz]`` from :func:`noise`, broadcast over mu's leading
+    dims (mu ``[..., B, Dz]``): the path-wise sample every bound takes its gradient through."""
+    return mu + torch.exp(log_sigma) * noise("normal", eps, (n_samples, *mu.shape[-2:]), mu, generator)
 
 
 def _shared(model, x: torch.Tensor) -> dict:
@@ -342,22 +339,19 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             raise ValueError("style_first models sample z from q(z|x) (proposal='marginal'); "
                              f"q(z|x,y) is not available, got proposal={proposal!r}")
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
-        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-        z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
+        z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
         log_q_z = gaussian_log_density(z, mu, log_sigma)                                # [S, B]
         log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z, **shared), -1), index)
         log_q_yz = log_q_z + log_q_y_given_z
         log_q_style = log_q_z
     else:
         proposal = "conditional" if proposal is None else proposal
-        if proposal not in PROPOSALS:
-            raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
+        check_choice("proposal", proposal, PROPOSALS)
         log_q_all = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
         log_q_y = _gather_class(log_q_all, index)                                       # [B]
         if proposal == "conditional":
             mu, log_sigma = model.encode(x, onehot, **shared)                           # [B, Dz]
-            eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-            z = mu + torch.exp(log_sigma) * eps
+            z = reparameterise(mu, log_sigma, n_samples, eps, generator)
             log_q_z = gaussian_log_density(z, mu, log_sigma)                            # proposal
             log_q_yz = log_q_y + log_q_z
             log_q_style = log_q_z
@@ -402,8 +396,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     labels already checked by the caller (the engine checks them once where data enters), so the bound runs under vmap.
     """
     x = _checked(model, x, validate)
-    if estimator not in SUPERVISED_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {SUPERVISED_ESTIMATORS}, got {estimator!r}")
+    check_choice("estimator", estimator, SUPERVISED_ESTIMATORS)
     _check_alpha(alpha)
     if estimator == "is":
         terms = supervised_is_terms(model, x, y, n_samples=n_samples, proposal=proposal, beta=beta,
@@ -423,8 +416,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
     mu, log_sigma = model.encode(x, onehot, **shared)                                   # [B, Dz]
-    eps = noise("normal", eps, (n_samples, x.shape[0], mu.shape[-1]), mu, generator)
-    z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
+    z = reparameterise(mu, log_sigma, n_samples, eps, generator)                        # [S, B, Dz]
     log_likelihood = model.log_likelihood(x, onehot, z)                                 # [S, B]
     return m2_supervised_bound(log_likelihood, beta * gaussian_kl(mu, log_sigma),
                                model.log_prior_y()[index], log_q_y, alpha, dim=0)
@@ -457,8 +449,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     ``validate=False``: x already checked by the caller (see :func:`supervised_bound`).
     """
     x = _checked(model, x, validate)
-    if method not in UNSUPERVISED_METHODS:
-        raise ValueError(f"method must be one of {UNSUPERVISED_METHODS}, got {method!r}")
+    check_choice("method", method, UNSUPERVISED_METHODS)
     n_samples = check_int("n_samples", n_samples)
     check_real("beta", beta, 0.0)
     n_classes, batch = model.n_classes, x.shape[0]
@@ -470,15 +461,13 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         if model.order == "label_first":
             log_q = torch.log_softmax(model.classify(x, **shared), -1)                  # [B, C]
             mu, log_sigma = model.encode(x, onehots, **shared)                          # [C, 1, B, Dz]
-            eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-            z = mu + torch.exp(log_sigma) * eps                                         # [C, S, B, Dz]
+            z = reparameterise(mu, log_sigma, n_samples, eps, generator)                # [C, S, B, Dz]
             reconstruction = model.log_likelihood(x, onehots, z).mean(1)                # [C, B]
             kl_z = torch.broadcast_to(beta * gaussian_kl(mu, log_sigma), (n_classes, 1, batch))[:, 0]
             per_class = (reconstruction - kl_z + log_p_y[:, None]).transpose(0, 1)      # [B, C]
             return enumerated_unsupervised_bound(log_q, per_class, dim=-1)
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
-        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-        z = mu + torch.exp(log_sigma) * eps                                             # [S, B, Dz]
+        z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
         log_q = torch.log_softmax(model.classify_style(x, z, **shared), -1)             # [S, B, C]
         log_likelihood = model.log_likelihood(x, onehots, z)                            # [C, S, B]
         per_class = log_likelihood.permute(1, 2, 0) + log_p_y                           # [S, B, C]
@@ -490,13 +479,11 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
         gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
         y_relaxed = relaxed_one_hot(logits, temperature, gumbel)                        # [S, B, C]
         mu, log_sigma = model.encode(x, y_relaxed, **shared)                            # [S, B, Dz]
-        eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-        z = mu + torch.exp(log_sigma) * eps
+        z = reparameterise(mu, log_sigma, n_samples, eps, generator)
         per_sample = model.log_likelihood(x, y_relaxed, z) - beta * gaussian_kl(mu, log_sigma)  # [S, B]
         return per_sample.mean(0) - categorical_kl(logits, log_p_y)
     mu, log_sigma = model.encode_marginal(x, **shared)                                  # [B, Dz]
-    eps = noise("normal", eps, (n_samples, batch, mu.shape[-1]), mu, generator)
-    z = mu + torch.exp(log_sigma) * eps                                                 # [S, B, Dz]
+    z = reparameterise(mu, log_sigma, n_samples, eps, generator)                        # [S, B, Dz]
     logits = model.classify_style(x, z, **shared)                                       # [S, B, C]
     gumbel = noise("gumbel", gumbel, (n_samples, batch, n_classes), logits, generator)
     y_relaxed = relaxed_one_hot(logits, temperature, gumbel)
@@ -514,13 +501,10 @@ def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tens
     check_real("gamma", gamma, 0.0)
     if sup_bounds is None and unsup_bounds is None:
         raise ValueError("combined_objective needs at least one of sup_bounds, unsup_bounds")
-    total = None
-    if unsup_bounds is not None:
-        total = unsup_bounds.sum()
-    if sup_bounds is not None:
-        weighted = gamma * sup_bounds.sum()
-        total = weighted if total is None else total + weighted
-    return total
+    if sup_bounds is None:
+        return unsup_bounds.sum()
+    weighted = gamma * sup_bounds.sum()
+    return weighted if unsup_bounds is None else unsup_bounds.sum() + weighted
 
 
 def supervision_rate(gamma: float, n_labelled: int, n_unlabelled: int) -> float:

@@ -20,8 +20,7 @@ grid inside the shape, in [0, 1].
 
 The factors are independent and uniform over the grid, like dSprites (Higgins et al. 2017), so
 the disentanglement metrics of ``ssvae_lib.metrics`` can be computed against them; use
-``ShapesSampler`` to draw factors (with one factor held fixed when a metric needs it) and their
-images.
+``ShapesSampler`` to draw factors and their images.
 """
 from __future__ import annotations
 
@@ -45,17 +44,6 @@ ELLIPSE_AXES = (1.0, 0.6)  # semi-axes relative to the circumradius (not a circl
 
 N_IMAGES = int(np.prod(FACTOR_SIZES))
 _SPRITE_CENTRE = IMAGE_SIZE // 2  # sprites are drawn around the pixel corner (14, 14), then shifted
-
-
-def unit_shape_area(shape: int) -> float:
-    """Exact area of a shape of circumradius 1 (its area at scale r is r**2 times this)."""
-    if shape == 0:
-        return 2.0  # square with half-diagonal 1: side sqrt(2)
-    if shape == 1:
-        return float(np.pi * ELLIPSE_AXES[0] * ELLIPSE_AXES[1])
-    if shape == 2:
-        return float(3.0 * np.sqrt(3.0) / 4.0)  # equilateral triangle with circumradius 1
-    raise ValueError(f"shape must be 0 (square), 1 (ellipse) or 2 (triangle), got {shape!r}")
 
 
 def _inside_unit_shape(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -159,10 +147,6 @@ class ShapesSampler:
         self.rng = np.random.default_rng(self.seed)
         self._images = render_all()
 
-    @property
-    def num_factors(self) -> int:
-        return len(self.factor_sizes)
-
     def _generator(self, rng) -> np.random.Generator:
         if rng is None:
             return self.rng
@@ -185,31 +169,6 @@ class ShapesSampler:
         factors = self.sample_factors(n, rng)
         return factors, self.sample_observations(factors)
 
-    def sample_with_fixed_factor(self, n: int, factor: int, value: int | None = None,
-                                 rng: np.random.Generator | None = None) -> np.ndarray:
-        """``n`` factor combinations sharing one value of factor ``factor`` (index or name); the
-        others are drawn uniformly. ``value`` defaults to a uniform draw. int64 [n, 5].
-
-        This is the batch the FactorVAE metric (Kim & Mnih 2018) encodes; the beta-VAE metric
-        (Higgins et al. 2017) pairs two draws that share the fixed factor."""
-        k = self.factor_position(factor)
-        rng = self._generator(rng)
-        factors = self.sample_factors(n, rng)
-        if value is None:
-            value = int(rng.integers(0, self.factor_sizes[k]))
-        _check_index(f"value of factor {self.factor_names[k]!r}", value, self.factor_sizes[k])
-        factors[:, k] = value
-        return factors
-
-    def factor_position(self, factor) -> int:
-        """Column of a factor given by name (``"scale"``) or index (``1``)."""
-        if isinstance(factor, str):
-            if factor not in self.factor_names:
-                raise ValueError(f"unknown factor {factor!r}; choose one of {', '.join(self.factor_names)}")
-            return self.factor_names.index(factor)
-        _check_index("factor (a name or an index)", factor, self.num_factors)
-        return int(factor)
-
 
 def _check_index(name: str, value, size: int) -> None:
     """An integer index in [0, size − 1] (not a bool), else a ValueError naming ``name``."""
@@ -226,16 +185,8 @@ def load_shapes(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     provenance = (f"shapes: procedurally generated {N_IMAGES:,} images (3 shapes x 4 scales x "
                   f"8 rotations x 8 x 8 positions), split {len(train):,} train / {len(test):,} test "
                   f"(seed {seed}); label = shape")
-    return Dataset(
-        x_train=torch.from_numpy(images[train].copy()),
-        y_train=torch.from_numpy(factors[train, 0].copy()),
-        x_test=torch.from_numpy(images[test].copy()),
-        y_test=torch.from_numpy(factors[test, 0].copy()),
-        image_shape=(IMAGE_SIZE, IMAGE_SIZE),
-        n_classes=FACTOR_SIZES[0],
-        name="shapes",
-        provenance=provenance,
-        factors_train=factors[train].copy(),
-        factors_test=factors[test].copy(),
-        factor_names=FACTOR_NAMES,
-    )
+    part = lambda a: torch.from_numpy(a.copy())  # noqa: E731
+    return Dataset(x_train=part(images[train]), y_train=part(factors[train, 0]), x_test=part(images[test]),
+                   y_test=part(factors[test, 0]), image_shape=(IMAGE_SIZE, IMAGE_SIZE), n_classes=FACTOR_SIZES[0],
+                   name="shapes", provenance=provenance, factors_train=factors[train].copy(),
+                   factors_test=factors[test].copy(), factor_names=FACTOR_NAMES)

@@ -57,9 +57,7 @@ IDENTITY_BASELINE = MappingProxyType({
 _UNSET = object()
 
 
-# ==========================================================================================
-# run identity
-# ==========================================================================================
+# -- run identity --------------------------------------------------------------------------
 def identity(config: TrainConfig | Mapping) -> dict:
     """The settings that make a run what it is: the fields of ``config`` (a TrainConfig or its dict)
     that differ from ``IDENTITY_BASELINE``, without ``NOT_IDENTITY``; a field absent from ``config``
@@ -81,9 +79,7 @@ def run_key(config: TrainConfig | Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# ==========================================================================================
-# records and manifests
-# ==========================================================================================
+# -- records and manifests -----------------------------------------------------------------
 def write_text(path: Path, text: str) -> Path:
     """Atomic write: a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,28 +151,22 @@ def add_to_manifest(results: Path, spec: GridSpec, keys: list[str]) -> None:
                           "fast_mode": settings.FAST, "keys": listed + new})
 
 
-# ==========================================================================================
-# rows and the CSV
-# ==========================================================================================
+# -- rows and the CSV ----------------------------------------------------------------------
 def result_row(record: dict) -> dict:
     """One flat row per run: the grid coordinates, the last evaluation (``accuracy``, ``elbo``,
     ``log_likelihood`` on the evaluation split) and the leakage scores (history records of any age:
     ``engine.upgrade_record``)."""
     c = {**IDENTITY_BASELINE, **record["config"]}
     last = engine.upgrade_record(record["history"][-1]) if record["history"] else {"split": "test"}
-    row = {"key": record["key"], "grid": record["grid"], "status": record["status"],
-           "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"], "order": c["order"],
-           "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
-           "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
-           "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
-           "epochs_done": last.get("epoch", 0), "eval_split": last["split"]}
-    for name in ("accuracy", "elbo", "log_likelihood"):
-        row[name] = last.get(name, float("nan"))
-    row["train_loss"] = last.get("train_loss", float("nan"))
-    row.update(record.get("scores") or {})
-    row["chunk_seconds"] = record.get("chunk_seconds", float("nan"))
-    row["runs_in_chunk"] = record.get("runs_in_chunk", 1)
-    return row
+    return {"key": record["key"], "grid": record["grid"], "status": record["status"],
+            "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"],
+            "order": c["order"], "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
+            "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
+            "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
+            "epochs_done": last.get("epoch", 0), "eval_split": last["split"],
+            **{k: last.get(k, float("nan")) for k in ("accuracy", "elbo", "log_likelihood", "train_loss")},
+            **(record.get("scores") or {}), "chunk_seconds": record.get("chunk_seconds", float("nan")),
+            "runs_in_chunk": record.get("runs_in_chunk", 1)}
 
 
 def _row_order(row: dict) -> tuple:
@@ -211,9 +201,7 @@ def load_grids(results: str | Path) -> dict[str, list[dict]]:
             for m in _read_manifests(results).values()}
 
 
-# ==========================================================================================
-# migration of an old results folder
-# ==========================================================================================
+# -- migration of an old results folder ----------------------------------------------------
 def needs_migration(results: str | Path) -> bool:
     """Whether ``results`` holds a record or a manifest of an old format."""
     results = Path(results)
@@ -246,9 +234,7 @@ def migrate(results: str | Path) -> dict:
             "csv_rows_before": csv_before, "csv_rows_after": len(records)}
 
 
-# ==========================================================================================
-# the sweep
-# ==========================================================================================
+# -- the sweep -----------------------------------------------------------------------------
 @dataclass
 class SweepPlan:
     """What :func:`run_sweep` will do for one grid and results folder: every run's effective config and

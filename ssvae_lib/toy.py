@@ -35,9 +35,7 @@ __all__ = ["LinearGaussian", "DiscreteContinuousToy", "ToyLabelFirstModel", "Toy
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# ------------------------------------------------------------------------------------------------
-# small helpers (deliberately independent of objectives.py, so the toy is a separate reference)
-# ------------------------------------------------------------------------------------------------
+# -- small helpers (deliberately independent of objectives.py, so the toy is a separate reference) ---
 def _tensor(value, name: str, ndim: int, dtype=None) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=dtype)
     if not t.is_floating_point():
@@ -118,9 +116,7 @@ def gauss_hermite(n_nodes: int, dim: int, dtype=torch.float64) -> tuple[torch.Te
     return torch.as_tensor(nodes, dtype=dtype), torch.as_tensor(log_weights, dtype=dtype)
 
 
-# ------------------------------------------------------------------------------------------------
-# the linear-Gaussian decoder both toys share: x = W z (+ U e_y) + b + s·noise, z ~ N(0, I)
-# ------------------------------------------------------------------------------------------------
+# -- the linear-Gaussian decoder both toys share: x = W z (+ U e_y) + b + s·noise, z ~ N(0, I) ---
 class _LinearDecoder:
     """W ``[D, Dz]``, b ``[D]`` and s > 0, and what follows from them alone."""
 
@@ -145,9 +141,7 @@ class _LinearDecoder:
         return torch.linalg.inv(self.posterior_precision())
 
 
-# ------------------------------------------------------------------------------------------------
-# z ~ N(0, I), x|z ~ N(Wz + b, s² I)
-# ------------------------------------------------------------------------------------------------
+# -- z ~ N(0, I), x|z ~ N(Wz + b, s² I) ----------------------------------------------------------
 class LinearGaussian(_LinearDecoder):
     """Linear-Gaussian latent variable model with closed-form marginal, posterior and ELBO (Eq. 1)."""
 
@@ -191,9 +185,7 @@ class LinearGaussian(_LinearDecoder):
         return x, z
 
 
-# ------------------------------------------------------------------------------------------------
-# y ~ Cat(π), z ~ N(0, I), x|y,z ~ N(Wz + U e_y + b, s² I)
-# ------------------------------------------------------------------------------------------------
+# -- y ~ Cat(π), z ~ N(0, I), x|y,z ~ N(Wz + U e_y + b, s² I) ------------------------------------
 class DiscreteContinuousToy(_LinearDecoder):
     """The M2 generative model (Eq. 4) with a linear-Gaussian decoder: every posterior is exact."""
 
@@ -309,9 +301,7 @@ class _ToyRecognition:
             setattr(self, name, t)
 
 
-# ------------------------------------------------------------------------------------------------
-# q(y|x) q(z|x,y): the M2 order
-# ------------------------------------------------------------------------------------------------
+# -- q(y|x) q(z|x,y): the M2 order ---------------------------------------------------------------
 class ToyLabelFirstModel(_ToyRecognition):
     """q(y|x) = Cat(softmax(A x + a)), q(z|x,y) = N(B x + E y + c, diag exp(2 L y)) (Eq. 5), for the toy.
 
@@ -402,9 +392,7 @@ class ToyLabelFirstModel(_ToyRecognition):
         return (torch.exp(log_q) * (self.exact_class_bounds(x) - log_q)).sum(-1)
 
 
-# ------------------------------------------------------------------------------------------------
-# q(z|x) q(y|x,z): the label predicted from the style
-# ------------------------------------------------------------------------------------------------
+# -- q(z|x) q(y|x,z): the label predicted from the style -----------------------------------------
 class ToyStyleFirstModel(_ToyRecognition):
     """q(z|x) = N(B x + c, diag exp(2 l)), q(y|x,z) = Cat(softmax(F z + G x + h)), for the toy.
 

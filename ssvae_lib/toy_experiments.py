@@ -24,7 +24,7 @@ from . import objectives
 from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
-from .toy import LinearGaussian, ToyStyleFirstModel, _diag_log_density, gauss_hermite
+from .toy import _LOG_2PI, LinearGaussian, ToyStyleFirstModel, _diag_log_density, gauss_hermite
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
            "elbo_decomposition", "best_diagonal_gaussian", "beta_vae_objective", "elbo_monte_carlo_terms",
@@ -32,8 +32,6 @@ __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaus
            "exact_gradient_moments", "PosteriorImportanceSampling", "ReplicateSummary", "replicate_estimates",
            "draw_supervised_terms", "supervised_estimates", "SupervisedEstimatorReference",
            "supervised_estimator_reference"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 GRADIENT_ESTIMATORS = ("reparameterised", "score_function")
 IS_ESTIMATORS = ("normaliser", "log_normaliser", "posterior_mean_is", "posterior_mean_snis")
@@ -223,15 +221,13 @@ class PosteriorImportanceSampling:
         * ``"posterior_mean_is"`` — Eq. 12 with the *normalised* p(z|x) and f(z) = z: unbiased;
         * ``"posterior_mean_snis"`` — Eq. 13 with p̃ and f(z) = z: consistent, bias O(1/K).
         """
-        if estimator == "normaliser":
+        if check_choice("estimator", estimator, IS_ESTIMATORS) == "normaliser":
             return torch.exp(log_mean_exp(log_w))
         if estimator == "log_normaliser":
             return iwae_bound(log_w)
         if estimator == "posterior_mean_is":
             return importance_sampling_estimate(self.log_posterior(z), self.log_proposal(z), z)
-        if estimator == "posterior_mean_snis":
-            return self_normalised_estimate(log_w, z)
-        raise ValueError(f"estimator must be one of {IS_ESTIMATORS}, got {estimator!r}")
+        return self_normalised_estimate(log_w, z)
 
     def exact(self, estimator: str) -> float:
         """The value the estimator targets: p(x), log p(x) or the posterior mean E[z|x]."""
@@ -274,24 +270,20 @@ class PosteriorImportanceSampling:
 
         ``nan`` where χ² is infinite. The expansion describes K ≫ 1 + χ²; for smaller K it can be far off.
         """
-        if estimator in ("normaliser", "posterior_mean_is"):
+        if check_choice("estimator", estimator, IS_ESTIMATORS) in ("normaliser", "posterior_mean_is"):
             return 0.0, 0.0
         m2 = self.weight_moment(2)
-        if estimator in IS_ESTIMATORS and math.isinf(m2):
+        if math.isinf(m2):
             return math.nan, math.nan                  # no finite expansion: heavy-tailed weights
         if estimator == "log_normaliser":
             v = m2 - 1.0
             mu3 = self.weight_moment(3) - 3.0 * m2 + 2.0
             return -0.5 * v, mu3 / 3.0 - 0.75 * v ** 2
-        if estimator == "posterior_mean_snis":
-            return -m2 * (self._tilted(2)[1] - self.posterior_mean), math.nan
-        raise ValueError(f"estimator must be one of {IS_ESTIMATORS}, got {estimator!r}")
+        return -m2 * (self._tilted(2)[1] - self.posterior_mean), math.nan       # posterior_mean_snis
 
     def predicted_bias(self, estimator: str, n_samples: int, order: int = 1) -> float:
         """c₁/K (``order=1``) or c₁/K + c₂/K² (``order=2``) from :meth:`bias_coefficients`."""
-        k = check_int("n_samples", n_samples)
-        if order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        k, order = check_int("n_samples", n_samples), check_choice("order", order, (1, 2))
         c1, c2 = self.bias_coefficients(estimator)
         return c1 / k if order == 1 else c1 / k + c2 / k ** 2
 

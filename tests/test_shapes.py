@@ -6,8 +6,11 @@ import torch
 from ssvae_lib.data import load_dataset
 from ssvae_lib.shapes import (FACTOR_NAMES, FACTOR_SIZES, IMAGE_SIZE, POSITIONS_PX, ROTATIONS_DEG,
                               SCALES_PX, SUPERSAMPLING, ShapesSampler, all_factors, factor_index,
-                              load_shapes, render_all, render_sprite, unit_shape_area)
+                              load_shapes, render_all, render_sprite)
 
+# Exact areas at circumradius 1: square with half-diagonal 1 (side sqrt 2), the ellipse of semi-axes
+# 1 and 0.6, the equilateral triangle.
+UNIT_AREA = {0: 2.0, 1: np.pi * 1.0 * 0.6, 2: 3.0 * np.sqrt(3.0) / 4.0}
 IMAGES = render_all().reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
 FACTORS = all_factors()
 
@@ -54,13 +57,13 @@ def test_anti_aliased_area_matches_the_exact_area():
     h = 1.0 / SUPERSAMPLING
     for shape in range(3):
         for scale, radius in enumerate(SCALES_PX):
-            exact = unit_shape_area(shape) * radius ** 2
+            exact = UNIT_AREA[shape] * radius ** 2
             bound = 4 * (perimeter[shape] * radius / h + 1) * h ** 2
             for rotation in range(8):
                 mass = render_sprite(shape, scale, rotation).sum()
                 assert abs(mass - exact) <= bound, (shape, scale, rotation, mass, exact)
     # Shapes are told apart by area at equal scale: square > ellipse > triangle (exact areas).
-    assert unit_shape_area(0) > unit_shape_area(1) > unit_shape_area(2)
+    assert UNIT_AREA[0] > UNIT_AREA[1] > UNIT_AREA[2]
 
 
 def test_position_factors_move_the_centroid_to_the_stated_pixel():
@@ -119,24 +122,9 @@ def test_sampler_observations_are_the_rendered_images_of_the_factors():
                           render_all()[factor_index(factors)])
 
 
-def test_sampler_can_fix_one_factor():
-    sampler = ShapesSampler(1)
-    for k, name in enumerate(FACTOR_NAMES):
-        fixed = sampler.sample_with_fixed_factor(200, name)
-        assert len(np.unique(fixed[:, k])) == 1
-        others = [j for j in range(5) if j != k]
-        assert all(len(np.unique(fixed[:, j])) > 1 for j in others)
-    fixed = sampler.sample_with_fixed_factor(30, 2, value=5)
-    assert np.all(fixed[:, 2] == 5)
-    assert sampler.factor_position("rotation") == 2 and sampler.num_factors == 5
-
-
 @pytest.mark.parametrize("call, message", [
     (lambda s: s.sample_factors(0), "positive integer"),
     (lambda s: s.sample_factors(2.5), "positive integer"),
-    (lambda s: s.sample_with_fixed_factor(5, "colour"), "unknown factor"),
-    (lambda s: s.sample_with_fixed_factor(5, 7), r"index in \[0, 4\]"),
-    (lambda s: s.sample_with_fixed_factor(5, "scale", value=4), r"\[0, 3\]"),
     (lambda s: s.sample_observations(np.zeros((3, 4), dtype=int)), r"\[n, 5\]"),
     (lambda s: s.sample_observations(np.full((3, 5), 8)), "must lie in"),
     (lambda s: s.sample_observations(np.zeros((3, 5))), "integer"),
@@ -150,8 +138,6 @@ def test_sampler_rejects_bad_input(call, message):
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="seed"):
         ShapesSampler(-1)
-    with pytest.raises(ValueError, match="shape must be"):
-        unit_shape_area(3)
     with pytest.raises(ValueError, match="rotation"):
         render_sprite(0, 0, 8)
     with pytest.raises(ValueError, match="test_fraction"):
