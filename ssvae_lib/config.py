@@ -49,6 +49,8 @@ class TrainConfig:
     objective: str = "m2"               # "m2": Eq. 8 + Eq. 9 enumeration; "ssvae": Eq. 20 + concrete
     order: str = "label_first"          # recognition order, see models.SSVAE
     observation: str = "bernoulli"      # p(x|y,z): one of likelihoods.OBSERVATIONS
+    binarize: bool = False              # pixels x ~ Bernoulli(grey level): drawn anew each step in training,
+                                        # once (data.binarized) for evaluation; see scored_as
     labelling: str = "fixed"            # "fixed" labelled set, or the thesis's batch-keyed protocol
     corruption_rate: float = 0.0
     corruption_protocol: str = "fixed"  # "fixed" once, or "per_epoch" (thesis §5.3)
@@ -126,6 +128,8 @@ def _typed(name: str, value):
     kind, optional = field_type(name)
     if value is None and optional:
         return None
+    if kind is bool and isinstance(value, bool):
+        return value
     if not isinstance(value, bool):
         if kind is int and isinstance(value, numbers.Integral):
             return int(value)
@@ -133,7 +137,7 @@ def _typed(name: str, value):
             return float(value)
         if kind is str and isinstance(value, str):
             return value
-    allowed = {int: "an integer", float: "a number", str: "a string"}[kind] + (" or None" if optional else "")
+    allowed = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}[kind] + (" or None" if optional else "")
     raise ValueError(f"TrainConfig: {name} must be {allowed}, got {value!r}")
 
 
@@ -152,6 +156,19 @@ def fast_mode(config: TrainConfig) -> TrainConfig:
     cap = lambda value, limit: limit if value is None else min(value, limit)  # noqa: E731
     return dataclasses.replace(config, epochs=min(config.epochs, 2), max_train=cap(config.max_train, 2000),
                                max_test=cap(config.max_test, 500), iwae_examples=min(config.iwae_examples, 200))
+
+
+def scored_as(config: TrainConfig) -> str:
+    """What a run's ELBO and IWAE numbers are: a log-likelihood only where the observation model is a
+    normalised distribution of the pixels it scores (notebook 01: a Bernoulli on grey levels is not)."""
+    if config.observation == "bernoulli" and not config.binarize:
+        return ("Bernoulli decoder on grey-level pixels: a bound on a score that is not a normalised density, "
+                "not a log-likelihood (notebook 01; binarize=True or observation='continuous_bernoulli' fix it)")
+    pixels = f"binarised pixels (evaluation: one fixed binarisation, seed {data_mod.BINARIZATION_SEED})" \
+        if config.binarize else "grey-level pixels"
+    if config.observation == "bernoulli":
+        return f"log-likelihood (a log-probability) of {pixels}, in nats per image"
+    return f"{config.observation.replace('_', ' ')} log-density of {pixels}, in nats per image"
 
 
 def effective_supervised_weight(config: TrainConfig, n_labelled: int, n_unlabelled: int) -> float:

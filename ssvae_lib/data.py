@@ -73,6 +73,7 @@ MNIST_MIRRORS: tuple[str, ...] = (
 )
 
 DATASET_NAMES = ("auto", "mnist", "mnist-t10k", "digits", "shapes")
+BINARIZATION_SEED = 0       # the one binarisation of evaluation images (data.binarized)
 PROBE_SECONDS = 3.0         # how long "auto" waits for a mirror to answer before it falls back offline
 DOWNLOAD_TIMEOUT = 60.0     # seconds one read of a download may wait
 DOWNLOAD_DEADLINE = 600.0   # seconds one file's download may take in all
@@ -516,6 +517,12 @@ def split_labelled(labels, n_labelled: int, seed: int) -> torch.Tensor:
               for c, k in zip(classes, shares)]
     indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     return torch.from_numpy(indices.astype(np.int64))
+
+
+def binarized(x: torch.Tensor, seed: int = BINARIZATION_SEED) -> torch.Tensor:
+    """One stochastic binarisation x_bin ~ Bernoulli(x) of grey levels in [0, 1] (binarised MNIST), drawn
+    on the CPU from ``seed``: the same images on every device and for every run."""
+    return torch.bernoulli(x.cpu(), generator=torch.Generator().manual_seed(seed))
 
 
 def random_shift(x: torch.Tensor, image_shape: tuple[int, int], max_shift: int,

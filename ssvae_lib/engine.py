@@ -402,9 +402,12 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     index_ds = _index_dataset(ds)
     preps: list[PreparedData] = [prepare_data(c, index_ds) for c in configs]
     x_train, x_test = ds.x_train.to(device), ds.x_test.to(device)
+    scored = {"validation": x_train, "test": x_test}            # the images evaluation scores
+    if first.binarize:
+        scored = {"validation": data_mod.binarized(ds.x_train).to(device),
+                  "test": data_mod.binarized(ds.x_test).to(device)}
     pool_rows = [p.x_pool[:, 0].long().to(device) for p in preps]
-    x_eval = torch.stack([(x_train if p.eval_split == "validation" else x_test)[p.x_eval[:, 0].long().to(device)]
-                          for p in preps])
+    x_eval = torch.stack([scored[p.eval_split][p.x_eval[:, 0].long().to(device)] for p in preps])
     y_eval = torch.stack([p.y_eval for p in preps]).to(device)
     models = []
     for c in configs:
@@ -510,9 +513,12 @@ def _step(runs: Runs, configs, per_run, errors, x_train, pool_rows, image_shape,
             x_l = x_train[pool_rows[r][l.to(device)]]
             if first.augment_shift:   # drawn before the step noise
                 x_l = data_mod.random_shift(x_l, image_shape, first.augment_shift, generators[r])
+            if first.binarize:        # then the labelled, then the unlabelled binarisation
+                x_l = torch.bernoulli(x_l, generator=generators[r])
             rows[r].update(x_l=x_l, y_l=y.to(device))
         if u is not None:
-            rows[r]["x_u"] = x_train[pool_rows[r][u.to(device)]]
+            x_u = x_train[pool_rows[r][u.to(device)]]
+            rows[r]["x_u"] = torch.bernoulli(x_u, generator=generators[r]) if first.binarize else x_u
         rows[r].update(draw_step_noise(configs[r], runs.models[0], None if u is None else len(u),
                                        None if l is None else len(l), generators[r]))
     terms = torch.zeros(len(configs), 2, device=device)

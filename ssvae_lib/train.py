@@ -18,7 +18,8 @@ import torch
 from . import data as data_mod
 from . import metrics
 from .config import (ARCHITECTURE_FIELDS, CORRUPTION_PROTOCOLS, LABELLINGS, OBJECTIVES, TUNED,  # noqa: F401
-                     TrainConfig, build_model, effective_supervised_weight, fast_mode, resolve_device)
+                     TrainConfig, build_model, effective_supervised_weight, fast_mode, resolve_device,
+                     scored_as)
 from .engine import (EVAL_BATCH, EVAL_SEED_OFFSET, Callback, DivergenceError, TrainState,  # noqa: F401
                      bounds, evaluate, predict, step_loss, train_runs, upgrade_record)
 from .models import SSVAE

@@ -142,15 +142,17 @@ def test_evaluate_runs_checks_its_inputs():
 # ---------------------------------------------------------------------------------------------------
 # training R runs together == training each alone
 # ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("objective, order, labelling, shift", [
-    ("m2", "label_first", "fixed", 0), ("ssvae", "label_first", "fixed", 0), ("ssvae", "style_first", "fixed", 0),
-    ("m2", "label_first", "thesis", 0), ("ssvae", "style_first", "thesis", 0),
-    ("m2", "label_first", "fixed", 1), ("ssvae", "style_first", "thesis", 2)])
-def test_runs_trained_together_equal_runs_trained_alone(digits, objective, order, labelling, shift):
+@pytest.mark.parametrize("objective, order, labelling, shift, binarize", [
+    ("m2", "label_first", "fixed", 0, False), ("ssvae", "label_first", "fixed", 0, False),
+    ("ssvae", "style_first", "fixed", 0, False), ("m2", "label_first", "thesis", 0, False),
+    ("ssvae", "style_first", "thesis", 0, False), ("m2", "label_first", "fixed", 1, False),
+    ("ssvae", "style_first", "thesis", 2, False), ("m2", "label_first", "fixed", 1, True),
+    ("ssvae", "style_first", "thesis", 0, True)])
+def test_runs_trained_together_equal_runs_trained_alone(digits, objective, order, labelling, shift, binarize):
     protocol = "per_epoch" if labelling == "thesis" else "fixed"
     beta = 2.0 if labelling == "thesis" else 1.0     # a shared, not per-run, field: β-weighted KL of z
     configs = [tiny(objective=objective, order=order, labelling=labelling, corruption_protocol=protocol,
-                    beta=beta, augment_shift=shift, **kw)
+                    beta=beta, augment_shift=shift, binarize=binarize, **kw)
                for kw in (dict(seed=0, alpha=0.5, n_labelled=300),
                           dict(seed=1, alpha=20.0, n_labelled=100, corruption_rate=0.2, gamma=0.5),
                           dict(seed=2, alpha=5.0, n_labelled=50))]
@@ -167,6 +169,21 @@ def test_runs_trained_together_equal_runs_trained_alone(digits, objective, order
                 assert got[key] == pytest.approx(want[key], rel=1e-4), (config.seed, key)
         for name, value in reference.model.state_dict().items():
             torch.testing.assert_close(outcome.model.state_dict()[name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_binarised_runs_train_on_fresh_draws_and_are_scored_on_one_fixed_binarisation(digits):
+    grey = T.train(tiny(epochs=1), dataset=digits, progress=False)
+    run = T.train(tiny(epochs=1, binarize=True), dataset=digits, progress=False)
+    assert run.history[0]["train_loss"] != grey.history[0]["train_loss"]   # trained on other pixels
+    fixed = data_mod.binarized(digits.x_test)[:200]           # tiny: the first 200 test images
+    assert set(fixed.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(fixed, data_mod.binarized(digits.x_test)[:200])   # the same draw every time
+    again = T.evaluate(run.model, fixed, digits.y_test[:200], iwae_samples=4, iwae_examples=60,
+                       generator=torch.Generator().manual_seed(run.config.seed + engine.EVAL_SEED_OFFSET))
+    for key in ("accuracy", "elbo", "log_likelihood"):
+        assert run.history[0][key] == pytest.approx(again[key], rel=1e-5), key
+    assert "not a log-likelihood" in T.scored_as(grey.config)
+    assert T.scored_as(run.config).startswith("log-likelihood (a log-probability) of binarised pixels")
 
 
 def poison(monkeypatch, seeds):
