@@ -29,6 +29,7 @@ from .likelihoods import OBSERVATIONS
 from .models import ORDERS, SSVAE
 
 OBJECTIVES = ("m2", "ssvae")
+SUPERVISED_ESTIMATORS = ("as_written", "importance_weighted")   # Eq. 20, or its consistent fix
 LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
@@ -48,6 +49,7 @@ class TrainConfig:
     beta: float = 1.0                   # weight of the style's KL term (beta-VAE, Eq. 3); 1 = the ELBO
     objective: str = "m2"               # "m2": Eq. 8 + Eq. 9 enumeration; "ssvae": Eq. 20 + concrete
     order: str = "label_first"          # recognition order, see models.SSVAE
+    supervised_estimator: str = "as_written"  # "ssvae": Eq. 20 as written, or "importance_weighted" (notebook 03)
     observation: str = "bernoulli"      # p(x|y,z): one of likelihoods.OBSERVATIONS
     binarize: bool = False              # pixels x ~ Bernoulli(grey level): drawn anew each step in training,
                                         # once (data.binarized) for evaluation; see scored_as
@@ -80,6 +82,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {field} must be {allowed}, got {getattr(self, field)!r}")
 
         for name, choices in (("objective", OBJECTIVES), ("order", ORDERS), ("observation", OBSERVATIONS),
+                              ("supervised_estimator", SUPERVISED_ESTIMATORS),
                               ("labelling", LABELLINGS), ("corruption_protocol", CORRUPTION_PROTOCOLS)):
             need(getattr(self, name) in choices, name, f"one of {choices}")
         if self.objective == "m2" and self.order != "label_first":

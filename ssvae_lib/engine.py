@@ -86,15 +86,17 @@ def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: in
 def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, *, alpha=None,
            noise: dict | None = None, generator: torch.Generator | None = None,
            validate: bool = True) -> torch.Tensor:
-    """Per-example bound to maximise: L_S(x, y) (Eq. 8 or Eq. 20) when labels are given, L_U(x) (Eq. 9,
+    """Per-example bound to maximise: L_S(x, y) (Eq. 8, or Eq. 20 as written or importance-weighted by
+    ``config.supervised_estimator``) when labels are given, L_U(x) (Eq. 9,
     enumerated or concrete) otherwise; noise from ``noise`` (see :func:`draw_step_noise`) or drawn."""
     noise = noise or {}
     if y is not None:
         alpha = config.alpha if alpha is None else alpha
         estimator = "m2" if config.objective == "m2" else "is"
+        weighted = estimator == "is" and config.supervised_estimator == "importance_weighted"
         return objectives.supervised_bound(model, x, y, alpha, estimator=estimator, n_samples=config.n_samples,
-                                           beta=config.beta, eps=noise.get("l_eps"), generator=generator,
-                                           validate=validate)
+                                           weighted=weighted, beta=config.beta, eps=noise.get("l_eps"),
+                                           generator=generator, validate=validate)
     method = "enumerate" if config.objective == "m2" else "concrete"
     return objectives.unsupervised_bound(model, x, method=method, temperature=config.temperature,
                                          beta=config.beta, eps=noise.get("u_eps"), gumbel=noise.get("u_gumbel"),

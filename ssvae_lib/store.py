@@ -48,11 +48,13 @@ NOT_IDENTITY = ("device",)                   # TrainConfig fields that never cha
 # TrainConfig later gets an entry with the value that reproduces the behaviour from before it existed.
 IDENTITY_BASELINE = MappingProxyType({
     "dataset": "auto", "data_root": None, "n_labelled": 100, "alpha": 50.0, "gamma": 1.0, "beta": 1.0,
-    "objective": "m2", "order": "label_first", "observation": "bernoulli", "binarize": False, "labelling": "fixed", "corruption_rate": 0.0,
+    "objective": "m2", "order": "label_first", "observation": "bernoulli", "labelling": "fixed", "corruption_rate": 0.0,
     "corruption_protocol": "fixed", "epochs": 40, "batch_size": 128, "labelled_batch_size": 64,
     "augment_shift": 0, "lr": 1e-3, "n_samples": 8, "temperature": 0.5, "hidden_dim": 256, "style_dim": 10,
     "iwae_samples": 16, "iwae_examples": 500, "validation_size": 0, "max_train": None, "max_test": None,
     "seed": 0,
+    # added later, at the value that keeps the behaviour from before
+    "binarize": False, "supervised_estimator": "as_written",
 })
 _UNSET = object()
 

@@ -186,6 +186,23 @@ def test_binarised_runs_train_on_fresh_draws_and_are_scored_on_one_fixed_binaris
     assert T.scored_as(run.config).startswith("log-likelihood (a log-probability) of binarised pixels")
 
 
+def test_the_supervised_estimator_option_selects_eq20_or_its_importance_weighted_fix(digits):
+    config = tiny(objective="ssvae", order="style_first", supervised_estimator="importance_weighted")
+    torch.manual_seed(0)
+    model = T.build_model(config, 64, 10)
+    x, y = digits.x_train[:8], digits.y_train[:8]
+    seeded = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    got = engine.bounds(model, config, x, y, generator=seeded())
+    want = objectives.supervised_bound(model, x, y, config.alpha, estimator="is", n_samples=config.n_samples,
+                                       weighted=True, generator=seeded())
+    torch.testing.assert_close(got, want)
+    as_written = engine.bounds(model, dataclasses.replace(config, supervised_estimator="as_written"), x, y,
+                               generator=seeded())
+    torch.testing.assert_close(as_written, objectives.supervised_bound(
+        model, x, y, config.alpha, estimator="is", n_samples=config.n_samples, generator=seeded()))
+    assert (as_written < got).all()     # Eq. 20 as written: the mean of log w, below the log of the mean
+
+
 def poison(monkeypatch, seeds):
     """Runs with these seeds start with NaN decoder biases: their loss is non-finite at the first step."""
     build = engine.build_model
