@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks test-browser slides figures benchmarks clean
+.PHONY: install demo test test-unit test-notebooks check-full test-browser slides figures benchmarks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-unit: install
 
 test-notebooks: install
 	SSVAE_FAST=1 $(PY) -m pytest notebooks --nbval-lax $(PYTEST_ARGS)
+
+## every notebook at full size under nbval: the claims that hold only at full size are asserted there
+## (not in CI; minutes, see the README)
+check-full: install
+	$(PY) -m pytest notebooks --nbval-lax --durations=0 $(PYTEST_ARGS)
 
 ## JupyterLab in Debian's Chromium (apt-get install chromium): the live widgets of notebooks 04/05,
 ## and the static slides opened offline

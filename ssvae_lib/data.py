@@ -74,6 +74,7 @@ MNIST_MIRRORS: tuple[str, ...] = (
 
 DATASET_NAMES = ("auto", "mnist", "mnist-t10k", "digits", "shapes")
 BINARIZATION_SEED = 0       # the one binarisation of evaluation images (data.binarized)
+_FALLBACK_WARNINGS: dict = {}   # each fallback warning once per process (warnings' registry)
 PROBE_SECONDS = 3.0         # how long "auto" waits for a mirror to answer before it falls back offline
 DOWNLOAD_TIMEOUT = 60.0     # seconds one read of a download may wait
 DOWNLOAD_DEADLINE = 600.0   # seconds one file's download may take in all
@@ -452,9 +453,11 @@ def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int
     if name == "auto":
         name, reason = _auto_pick(root, download, mirrors, checksums, timeout, deadline)
         if name != "mnist":
-            warnings.warn(f"dataset 'auto' picked {name}, an offline stand-in, not full MNIST: {reason}. "
-                          "'python -m ssvae_lib data --dataset mnist' downloads full MNIST (11 MB) into "
-                          f"{data_dir(root)}.", UserWarning, stacklevel=2)
+            # named after this module, not the caller's file: the same text in a script and a notebook
+            warnings.warn_explicit(f"dataset 'auto' picked {name}, an offline stand-in, not full MNIST: {reason}. "
+                                   "'python -m ssvae_lib data --dataset mnist' downloads full MNIST (11 MB) into "
+                                   f"{data_dir(root)}.", UserWarning, filename=__name__, lineno=0, module=__name__,
+                                   registry=_FALLBACK_WARNINGS)
         download = False
     if name == "mnist":
         return _load_mnist(root, download, mirrors, checksums, timeout, deadline)
