@@ -10,6 +10,12 @@ import numpy as np
 
 from .plots import _as_array, decorate, new_figure
 
+#: What the figures (and the panels' controls) call the estimators of :mod:`ssvae_lib.toy_experiments`.
+GRADIENT_LABELS = {"reparameterised": "reparameterised (Eq. 2)", "score_function": "score function"}
+IS_ESTIMATOR_LABELS = {"normaliser": "p(x): mean of w (Eq. 12)", "log_normaliser": "log p(x): IWAE bound",
+                       "posterior_mean_is": "E[z|x]: normalised p (Eq. 12)",
+                       "posterior_mean_snis": "E[z|x]: self-normalised (Eq. 13)"}
+
 
 def _histogram(ax, values, bins=60, **style):
     """``ax.hist`` of the finite ``values`` (filled outline) that also copes with (nearly) constant data,
@@ -97,15 +103,16 @@ def gradient_variance_figure(sizes, exact_variances: dict, current_size: int, es
     sizes = np.asarray(sizes, dtype=float)
     for i, (name, single) in enumerate(exact_variances.items()):
         values = _as_array(estimates[name], float)
-        ax_var.plot(sizes, single / sizes, color=f"C{i}", label=f"{name}: exact Var/S")
+        label = GRADIENT_LABELS.get(name, name)
+        ax_var.plot(sizes, single / sizes, color=f"C{i}", label=f"{label}: exact Var/S")
         ax_var.plot([current_size], [values.var(ddof=1)], "o", color=f"C{i}", ms=7)
-        _histogram(ax_hist, values, bins=50, density=True, alpha=0.5, color=f"C{i}", label=name)
+        _histogram(ax_hist, values, bins=50, density=True, alpha=0.5, color=f"C{i}", label=label)
     ax_var.axvline(current_size, color="k", lw=0.8, ls=":")
     decorate(ax_var, legend=8, grid="both", xscale="log2", yscale="log", xlabel="number of samples S",
              ylabel=f"variance of ∂ELBO/∂{parameter}")
     ax_hist.axvline(exact_gradient, color="k", lw=1.5, label="exact gradient")
     decorate(ax_hist, f"{len(next(iter(estimates.values())))} independent estimates", legend=8, grid=None,
-             xlabel=f"estimate of ∂ELBO/∂{parameter} with S = {current_size}")
+             xlabel=f"estimate of ∂ELBO/∂{parameter} with S = {current_size}", ylabel="density")
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.16, top=0.91, wspace=0.2)
     return fig
 
@@ -142,8 +149,8 @@ def importance_sampling_figure(experiment, summary, fig=None):
             f"std {summary.std:.4f}\nESS {summary.mean_ess:.1f} of {summary.n_samples}\nχ²(p‖q) {chi2}")
     ax_hist.text(0.98, 0.97, text, transform=ax_hist.transAxes, ha="right", va="top", fontsize=8,
                  bbox=dict(facecolor="white", alpha=0.8, edgecolor="0.8"))
-    decorate(ax_hist, f"{len(values)} replicates", grid=None,
-             xlabel=f"{summary.estimator} estimate, K = {summary.n_samples}")
+    decorate(ax_hist, f"{len(values)} replicates", grid=None, ylabel="density of the estimates",
+             xlabel=f"{IS_ESTIMATOR_LABELS.get(summary.estimator, summary.estimator)}, K = {summary.n_samples}")
     ax_hist.legend(fontsize=8, loc="upper left")
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.16, top=0.91, wspace=0.3)
     return fig

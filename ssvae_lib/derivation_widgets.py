@@ -7,29 +7,27 @@ a PNG in the panel, so a panel can be driven from code exactly as a reader drive
 (``panel.n_samples.value = 64``, ``panel.set(shift=1.0, scale=0.5)``; see :class:`ssvae_lib.panels.Panel`)
 and a headless run still has a picture to show (``panel.figure``).
 Every redraw uses the panel's fixed ``seed``: the same slider values always give the same result.
+A notebook builds each panel with the values its checks use (constructor arguments, not a later
+``panel.set``): the browser then starts from those values, and no control can send an older one back.
 """
 from __future__ import annotations
 
+import functools
 import html
 
 import ipywidgets as widgets
 import torch
 
 from . import derivation_plots, plots, toy, toy_experiments
-from .panels import Panel
+from .panels import Panel, control
 
 POWERS_OF_TWO = tuple(2 ** k for k in range(11))          # 1 ... 1024
-_STYLE = {"description_width": "140px"}
-_SLIDER = widgets.Layout(width="480px")
+#: A control of a derivation panel: its description 140 px wide, the whole control 480 px.
+_control = functools.partial(control, label_width="140px", width="480px")
 
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
-
-
-def _slider(kind, description: str, **options):
-    """A slider of a derivation panel: its description 140 px wide, the slider 480 px long."""
-    return kind(description=description, style=_STYLE, layout=_SLIDER, **options)
 
 
 class _DerivationPanel(Panel):
@@ -43,7 +41,9 @@ class _DerivationPanel(Panel):
         self.result = None
         self.figure = None
         self.readout = widgets.HTML()
+        self.readout.add_class("ssvae-readout")
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.image.add_class("ssvae-derivation-plot")
         self.watch(*controls)
         self.widget = widgets.VBox([widgets.VBox(controls), *extra, self.readout, self.image])
 
@@ -73,6 +73,8 @@ class ElboPanel(_DerivationPanel):
     The button sets q to the best diagonal Gaussian (:func:`toy_experiments.best_diagonal_gaussian`)."""
 
     def __init__(self, model: toy.LinearGaussian, x, m=None, log_s=None, seed: int = 0):
+        """``m`` and ``log_s`` (default 0, i.e. q = the prior) are where the sliders start; the sliders
+        hold them on their steps of 0.001."""
         if not isinstance(model, toy.LinearGaussian) or model.latent_dim not in (1, 2):
             raise ValueError("ElboPanel needs a LinearGaussian with a 1-d or 2-d latent")
         self.model = model
@@ -81,11 +83,12 @@ class ElboPanel(_DerivationPanel):
         m = [0.0] * dz if m is None else [float(v) for v in m]
         log_s = [0.0] * dz if log_s is None else [float(v) for v in log_s]
         index = ["₁", "₂"] if dz > 1 else [""]
-        self.means = [_slider(widgets.FloatSlider, f"mean m{index[j]}", value=m[j], min=-4.0, max=4.0, step=0.01)
-                      for j in range(dz)]
-        self.log_sds = [_slider(widgets.FloatSlider, f"log σ{index[j]}", value=log_s[j], min=-3.0, max=1.5,
-                                step=0.01) for j in range(dz)]
-        self.best_button = widgets.Button(description="best diagonal q", tooltip=(
+        # steps of 0.001: the best diagonal q (set_best) moved onto the grid changes no printed digit
+        self.means = [_control(widgets.FloatSlider, f"mean m{index[j]}", value=m[j], min=-4.0, max=4.0, step=0.001,
+                               readout_format=".3f") for j in range(dz)]
+        self.log_sds = [_control(widgets.FloatSlider, f"log σ{index[j]}", value=log_s[j], min=-3.0, max=1.5,
+                                 step=0.001, readout_format=".3f") for j in range(dz)]
+        self.best_button = widgets.Button(description="best diagonal q", layout={"width": "auto"}, tooltip=(
             "set q to the diagonal Gaussian with the largest ELBO"))
         self.best_button.on_click(lambda _: self.set_best())
         super().__init__(self.means + self.log_sds, seed, extra=(self.best_button,))
@@ -136,9 +139,9 @@ class GradientVariancePanel(_DerivationPanel):
         dz = model.latent_dim
         names = [f"m{j + 1}" for j in range(dz)] + [f"log σ{j + 1}" for j in range(dz)]
         self.parameter_names = names
-        self.n_samples = _slider(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO, value=n_samples)
-        self.parameter = widgets.Dropdown(options=[(f"∂ELBO/∂{n}", i) for i, n in enumerate(names)], value=0,
-                                          style=_STYLE, description="derivative")
+        self.n_samples = _control(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO, value=n_samples)
+        self.parameter = _control(widgets.Dropdown, "derivative", value=0,
+                                  options=[(f"∂ELBO/∂{n}", i) for i, n in enumerate(names)])
         self.exact_gradient = toy_experiments.exact_elbo_gradient(model, self.x, self.m, self.log_s)
         self.exact_variance = {name: toy_experiments.exact_gradient_moments(model, self.x, self.m, self.log_s, name)[1]
                                for name in toy_experiments.GRADIENT_ESTIMATORS}
@@ -164,8 +167,8 @@ class GradientVariancePanel(_DerivationPanel):
             float(self.exact_gradient[i]), parameter=self.parameter_names[i])
 
     def describe(self, result) -> str:
-        rows = [f"{html.escape(name)}: variance {r['variance']:.4g} (exact {r['exact_variance']:.4g})"
-                for name, r in result.items()]
+        rows = [f"{html.escape(derivation_plots.GRADIENT_LABELS[name])}: variance {r['variance']:.4g} "
+                f"(exact {r['exact_variance']:.4g})" for name, r in result.items()]
         ratio = result["score_function"]["exact_variance"] / result["reparameterised"]["exact_variance"]
         return "<br>".join(rows + [f"score-function / reparameterised variance (exact): {ratio:.3g}"])
 
@@ -175,10 +178,7 @@ class ImportanceSamplingPanel(_DerivationPanel):
     the posterior's standard deviation); a dropdown for the estimator. ``result`` is the
     :class:`toy_experiments.ReplicateSummary` of R replicates against the exact value."""
 
-    ESTIMATOR_CHOICES = (("p(x): mean of w (Eq. 12)", "normaliser"),
-                         ("log p(x): IWAE bound", "log_normaliser"),
-                         ("E[z|x]: normalised p (Eq. 12)", "posterior_mean_is"),
-                         ("E[z|x]: self-normalised (Eq. 13)", "posterior_mean_snis"))
+    ESTIMATOR_CHOICES = tuple((label, name) for name, label in derivation_plots.IS_ESTIMATOR_LABELS.items())
 
     def __init__(self, model: toy.LinearGaussian, x, n_replicates: int = 2000, n_samples: int = 16,
                  shift: float = 0.0, scale: float = 1.0, estimator: str = "posterior_mean_snis", seed: int = 0):
@@ -186,12 +186,12 @@ class ImportanceSamplingPanel(_DerivationPanel):
         self.x = torch.as_tensor(x, dtype=model.W.dtype)
         self.n_replicates = int(n_replicates)
         self.experiment = toy_experiments.PosteriorImportanceSampling(model, self.x, shift, scale)   # validates early
-        self.n_samples = _slider(widgets.SelectionSlider, "samples K", options=POWERS_OF_TWO, value=n_samples)
-        self.shift = _slider(widgets.FloatSlider, "proposal shift (sd)", value=shift, min=-3.0, max=3.0, step=0.05)
-        self.scale = _slider(widgets.FloatLogSlider, "proposal scale", value=scale, base=10, min=-0.5, max=0.5,
-                             step=0.01, readout_format=".2f")
-        self.estimator = widgets.Dropdown(options=self.ESTIMATOR_CHOICES, value=estimator, style=_STYLE,
-                                          description="estimate")
+        self.n_samples = _control(widgets.SelectionSlider, "samples K", options=POWERS_OF_TWO, value=n_samples)
+        self.shift = _control(widgets.FloatSlider, "proposal shift (sd)", value=shift, min=-3.0, max=3.0, step=0.05)
+        # linear steps of 0.05, so that the scales a reader types (0.6, 0.7, 1.3) are points of the slider
+        self.scale = _control(widgets.FloatSlider, "proposal scale", value=scale, min=0.3, max=3.0, step=0.05,
+                              readout_format=".2f")
+        self.estimator = _control(widgets.Dropdown, "estimate", options=self.ESTIMATOR_CHOICES, value=estimator)
         super().__init__([self.n_samples, self.shift, self.scale, self.estimator], seed)
         self.redraw()
 
@@ -228,8 +228,8 @@ class SupervisedEstimatorPanel(_DerivationPanel):
         self.n_replicates = int(n_replicates)
         self._terms = {}
         self.reference = toy_experiments.supervised_estimator_reference(model, x, y, 0.0)     # any α: see with_alpha
-        self.n_samples = _slider(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO[:9], value=n_samples)
-        self.alpha = _slider(widgets.FloatSlider, "α (alpha)", value=alpha, min=0.0, max=100.0, step=0.5)
+        self.n_samples = _control(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO[:9], value=n_samples)
+        self.alpha = _control(widgets.FloatSlider, "α (alpha)", value=alpha, min=0.0, max=100.0, step=0.5)
         super().__init__([self.n_samples, self.alpha], seed)
         self.redraw()
 

@@ -6,8 +6,10 @@ controls whose change should redraw; :meth:`Panel.set` changes several controls 
 :meth:`Panel.redraw` recomputes and shows what the controls describe (:meth:`Panel.render`, provided by
 each panel) unless redraws are held (:meth:`Panel.hold`); and a number that is not finite (NaN, ±inf) is
 rejected with a ``ValueError`` naming the control, whether it comes through :meth:`Panel.set` or an
-assignment ``panel.control.value = ...`` (which is then undone). A panel shows its ``widget`` when it is
-the last expression of a cell.
+assignment ``panel.control.value = ...`` (which is then undone); a ``FloatSlider`` holds only values on
+its grid of steps (:func:`on_step`), so that a browser, whose slider can show no other value, never moves
+it and sends the moved value back. A panel shows its ``widget`` when it is the last expression of a cell;
+:func:`control` builds a control wide enough for its description, its value and its options.
 
 The panels themselves: :mod:`ssvae_lib.widgets` (notebooks 04-06) and :mod:`ssvae_lib.derivation_widgets`
 (notebooks 01-03).
@@ -20,12 +22,29 @@ import numbers
 
 import ipywidgets as widgets
 
-__all__ = ["Panel"]
+__all__ = ["Panel", "control", "on_step"]
 
 
 def _is_finite(value) -> bool:
     """False for NaN and ±inf numbers; True for every other value (finite numbers, strings, ...)."""
     return not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isfinite(value)
+
+
+def control(kind, description: str, *, label_width: str = "150px", width: str = "520px", **options):
+    """A control ``kind(description=..., **options)`` whose description gets ``label_width`` and the whole
+    control ``width``. ipywidgets' default of 300 px in all leaves a slider beside a wide description a
+    track of about 50 px, and cuts off the text of a dropdown."""
+    return kind(description=description, style={"description_width": label_width},
+                layout=widgets.Layout(width=width), **options)
+
+
+def on_step(slider, value):
+    """``value`` as ``slider`` can show it: for a ``FloatSlider`` its nearest grid point min + k·step within
+    [min, max] (rounded to 12 decimals, so 0.3 + 6 · 0.05 is 0.6); any other control's value unchanged."""
+    if not isinstance(slider, widgets.FloatSlider) or not slider.step or not _is_finite(value):
+        return value
+    k = round((value - slider.min) / slider.step)
+    return min(max(round(slider.min + k * slider.step, 12), slider.min), slider.max)
 
 
 class Panel:
@@ -42,11 +61,15 @@ class Panel:
 
     # -- controls ------------------------------------------------------------------------------------
     def watch(self, *controls: widgets.ValueWidget, redraw: bool = True) -> None:
-        """Reject non-finite values of ``controls`` and, with ``redraw``, redraw when one changes."""
-        for control in controls:
-            control.observe(self._reject_non_finite, names="value")
+        """Reject non-finite values of ``controls``, keep float sliders on their steps (:func:`on_step`,
+        the value they hold now too) and, with ``redraw``, redraw when one changes."""
+        for item in controls:
+            item.observe(self._reject_non_finite, names="value")
+            if isinstance(item, widgets.FloatSlider):
+                item.observe(self._keep_on_step, names="value")
+                self._keep_on_step({"owner": item, "new": item.value})
             if redraw:
-                control.observe(self._redraw_on_change, names="value")
+                item.observe(self._redraw_on_change, names="value")
 
     def set(self, **values) -> None:
         """Set several controls by attribute name (``panel.set(shift=1.0, scale=0.5)``), redraw once.
@@ -83,6 +106,12 @@ class Panel:
     # -- wiring --------------------------------------------------------------------------------------
     def _redraw_on_change(self, _change) -> None:
         self.redraw()
+
+    def _keep_on_step(self, change) -> None:
+        snapped = on_step(change["owner"], change["new"])
+        if snapped != change["new"]:
+            with self.hold():                    # the redraw of the change that is being handled follows
+                change["owner"].value = snapped
 
     def _reject_non_finite(self, change) -> None:
         if _is_finite(change["new"]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -186,24 +187,83 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def tile_figure(images, image_shape, row_labels, col_labels, *, xlabel: str, ylabel: str, title: str | None = None,
+                zoom: int = 2, fig=None, dpi: int = 80):
+    """``images`` ``[rows, cols, D]`` as one picture (:func:`tile_images`, a single ``imshow``: cheap enough
+    to redraw at every slider move) with a label under each column and beside each row and both axes
+    named; each image pixel ``zoom`` x ``zoom`` screen pixels at ``dpi``. A bare figure unless ``fig``."""
+    canvas = tile_images(images, image_shape)
+    (height, width), (h, w) = canvas.shape, image_shape
+    left, right, bottom, top = 0.75, 0.1, 0.45, 0.3 if title else 0.1          # margins in inches
+    size = (width * zoom / dpi, height * zoom / dpi)
+    fig = new_figure(fig, (size[0] + left + right, size[1] + bottom + top))
+    ax = fig.add_axes([left / fig.get_figwidth(), bottom / fig.get_figheight(), size[0] / fig.get_figwidth(),
+                       size[1] / fig.get_figheight()])
+    ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([1 + c * (w + 1) + (w - 1) / 2 for c in range(len(col_labels))], col_labels, fontsize=7)
+    ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(row_labels))], row_labels, fontsize=7)
+    decorate(ax, title, grid=None, xlabel=xlabel, ylabel=ylabel)
+    ax.tick_params(length=0)
+    return fig
+
+
 LIVE_PANELS = (("accuracy", "test accuracy of q(y|x)"), ("elbo", "test ELBO (nats, Eq. 9)"))
 
 
-def live_training_figure(steps, losses, history, fig=None):
-    """What a live run redraws: the training objective per optimisation step (−Eq. 10 per image,
-    lower is better) and, per epoch, the evaluation accuracy and ELBO. Pass a
-    ``matplotlib.figure.Figure`` as ``fig`` when drawing from a background thread (pyplot is not
-    thread-safe)."""
-    fig = new_figure(fig, (10, 2.6), pyplot=True)
-    axes = fig.subplots(1, 1 + len(LIVE_PANELS))
-    axes[0].plot(list(steps), list(losses), lw=1)
-    decorate(axes[0], "training objective (−Eq. 10 per image)", xlabel="step")
-    for ax, (key, title) in zip(axes[1:], LIVE_PANELS):
-        epochs, values = _series(history, key)
-        ax.plot(epochs, values, marker="o", ms=4)
-        decorate(ax, title, xlabel="epoch", **({"xlim": (0.5, max(epochs) + 0.5)} if epochs else {}))
-    fig.tight_layout()
-    return fig
+class LiveTrainingFigure:
+    """What the live training panel shows: the training objective per optimisation step (−Eq. 10 per
+    image, lower is better) and, per epoch, the evaluation accuracy and ELBO; one colour per run, named
+    in the legend by its label. The figure is kept between redraws: :meth:`update` moves the data of the
+    lines it has and adds lines for new runs, which costs a fraction of drawing the figure anew. A bare
+    ``Figure`` (not pyplot), so a background thread may draw it."""
+
+    def __init__(self, figsize=(12, 2.8)):
+        self.figure = Figure(figsize=figsize)
+        self.axes = self.figure.subplots(1, 1 + len(LIVE_PANELS))
+        decorate(self.axes[0], "training objective (−Eq. 10 per image)", xlabel="step")
+        for ax, (_, title) in zip(self.axes[1:], LIVE_PANELS):
+            decorate(ax, title, xlabel="epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        self.figure.subplots_adjust(left=0.05, right=0.77, bottom=0.17, top=0.9, wspace=0.25)   # legend: right
+        self.lines: list[list] = []          # per run: its loss line, then one line per LIVE_PANELS
+        self._runs: list = []                # the runs the lines show, oldest first
+        self._labels: list[str] | None = None
+
+    def update(self, runs) -> Figure:
+        """Show ``runs``, oldest first, each with ``label``, ``steps``, ``losses`` and ``history``
+        (per-epoch records); lines of runs no longer listed are removed."""
+        if any(a is not b for a, b in zip(runs, self._runs)) or len(runs) < len(self._runs):   # start over
+            for line in (line for lines in self.lines for line in lines):
+                line.remove()
+            self.lines, self._runs, self._labels = [], [], None
+        for run in runs[len(self._runs):]:
+            colour = f"C{len(self.lines) % 10}"
+            self.lines.append([self.axes[0].plot([], [], lw=1, color=colour)[0]]
+                              + [ax.plot([], [], marker="o", ms=4, color=colour)[0] for ax in self.axes[1:]])
+        self._runs = list(runs)
+        last_epoch = 0
+        for run, (loss, *per_epoch) in zip(runs, self.lines):
+            loss.set_data(list(run.steps), list(run.losses))
+            for line, (key, _) in zip(per_epoch, LIVE_PANELS):
+                epochs, values = _series(list(run.history), key)
+                line.set_data(epochs, values)
+                last_epoch = max([last_epoch, *epochs])
+        for ax in self.axes:
+            ax.relim()
+            ax.autoscale_view()
+        for ax in self.axes[1:]:
+            ax.set_xlim(0.5, last_epoch + 0.5 if last_epoch else 1.5)
+        labels = [run.label for run in runs]
+        if labels != self._labels:                               # a new legend only when something changed
+            for legend in list(self.figure.legends):
+                legend.remove()
+            for label, (loss, *_) in zip(labels, self.lines):
+                loss.set_label(label)
+            if any(labels):
+                self.figure.legend([lines[0] for lines in self.lines], [textwrap.fill(x, 30) for x in labels],
+                                   loc="center left", bbox_to_anchor=(0.775, 0.5), fontsize=7, frameon=False)
+            self._labels = labels
+        return self.figure
 
 
 # -- sweeps: the seminar thesis's Figures 2-3 and Appendix B, the paper's accuracy table -------------

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
 from ssvae_lib import derivation_widgets as dw
-from ssvae_lib import toy, toy_experiments
+from ssvae_lib import derivation_plots, toy, toy_experiments
 
 F64 = torch.float64
 
@@ -55,8 +55,8 @@ def test_elbo_panel_sliders_drive_the_decomposition(linear_1d):
     assert panel.result != before and panel.image.value != image
     assert panel.result == toy_experiments.elbo_decomposition(model, x, [1.5], [-1.0])
     assert f"{panel.result['gap']:.4f}" in panel.readout.value
-    panel.best_button.click()
-    assert panel.result["gap"] == pytest.approx(0.0, abs=1e-10)             # 1-d: the posterior itself
+    panel.best_button.click()                      # 1-d: the posterior itself, held on the sliders' steps
+    assert 0 <= panel.result["gap"] < 1e-6 and f"{panel.result['gap']:.4f}" == "0.0000"
 
 
 def test_elbo_panel_in_two_dimensions(linear_2d):
@@ -73,6 +73,49 @@ def test_elbo_panel_in_two_dimensions(linear_2d):
     with pytest.raises(ValueError, match="1-d or 2-d"):
         dw.ElboPanel(toy.LinearGaussian(torch.eye(3, dtype=F64), torch.zeros(3, dtype=F64), 1.0),
                      torch.zeros(3, dtype=F64))
+
+
+def test_elbo_panels_start_from_the_values_notebook_01_checks(linear_1d, linear_2d):
+    """Notebook 01 builds its panels with the q its checks print (no later change a browser could
+    answer with an older value) and the sliders hold it exactly (steps of 0.001): q = N(1.5, e^-2) shows
+    ELBO -3.4937, and the best diagonal q in 2-d shows the check's gap 0.0751 (steps of 0.01 gave 0.0753)."""
+    model, x = linear_1d
+    panel = dw.ElboPanel(model, x, m=[1.5], log_s=[-1.0])
+    assert panel.result == toy_experiments.elbo_decomposition(model, x, [1.5], [-1.0])
+    assert "ELBO -3.4937" in panel.readout.value
+    model_2d, x_2d = linear_2d
+    best_m, best_log_s = toy_experiments.best_diagonal_gaussian(model_2d, x_2d)
+    best = toy_experiments.elbo_decomposition(model_2d, x_2d, best_m, best_log_s)
+    panel_2d = dw.ElboPanel(model_2d, x_2d, m=best_m, log_s=best_log_s)
+    held = [s.value for s in panel_2d.means + panel_2d.log_sds]
+    assert held == [round(v, 3) for v in [*best_m.tolist(), *best_log_s.tolist()]]
+    assert abs(panel_2d.result["gap"] - best["gap"]) < 1e-5 and f"{best['gap']:.4f}" == "0.0751"
+    assert f"KL(q ‖ p(z|x)) {best['gap']:.4f}" in panel_2d.readout.value
+    assert [s.readout_format for s in panel_2d.means] == [".3f", ".3f"]
+
+
+def test_importance_panel_starts_from_the_values_notebook_02_checks(linear_1d):
+    """The proposal scale is a linear slider in steps of 0.05: the 0.6 of notebook 02's check is one of
+    its points (a log slider in steps of 0.01 held 10^-0.22 = 0.603 in a browser). The figure names the
+    estimator as the dropdown does, not by its code name."""
+    model, x = linear_1d
+    panel = dw.ImportanceSamplingPanel(model, x, n_replicates=50, n_samples=64, shift=1.5, scale=0.6)
+    assert (panel.n_samples.value, panel.shift.value, panel.scale.value) == (64, 1.5, 0.6)
+    same = toy_experiments.replicate_estimates(toy_experiments.PosteriorImportanceSampling(model, x, 1.5, 0.6),
+                                               "posterior_mean_snis", 64, 50, _gen(panel.seed))
+    assert torch.equal(panel.result.estimates, same.estimates)
+    ax_hist = panel.figure.axes[1]
+    assert ax_hist.get_xlabel() == "E[z|x]: self-normalised (Eq. 13), K = 64"
+    assert ax_hist.get_ylabel() == "density of the estimates"
+    panel.estimator.value = "log_normaliser"
+    assert panel.figure.axes[1].get_xlabel().startswith("log p(x): IWAE bound")
+    texts = [label for label, _ in panel.estimator.options]
+    assert texts == list(derivation_plots.IS_ESTIMATOR_LABELS.values())
+    gradient = dw.GradientVariancePanel(model, x, [0.0], [0.0], n_replicates=50, n_samples=16)
+    assert gradient.n_samples.value == 16
+    legend = [t.get_text() for t in gradient.figure.axes[1].get_legend().get_texts()]
+    assert legend[:2] == ["reparameterised (Eq. 2)", "score function"]
+    assert "score_function" not in gradient.readout.value
 
 
 def test_set_changes_several_controls_with_one_redraw(linear_1d, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 
 from ssvae_lib import derivation_widgets as dw
 from ssvae_lib import toy
-from ssvae_lib.panels import Panel
+from ssvae_lib.panels import Panel, control, on_step
 
 
 class Counter(Panel):
@@ -79,3 +79,37 @@ def test_a_derivation_panel_rejects_nan():
     with pytest.raises(ValueError, match="ImportanceSamplingPanel.shift must be a finite number"):
         panel.shift.value = math.nan
     assert panel.shift.value == 0.0 and panel.result is before
+
+
+def test_on_step_puts_a_value_where_a_browser_slider_can_show_it():
+    slider = widgets.FloatSlider(min=0.3, max=3.0, step=0.05)
+    assert on_step(slider, 0.6) == 0.6 and on_step(slider, 0.61) == 0.6 and on_step(slider, 1.3) == 1.3
+    assert on_step(slider, 0.01) == 0.3 and on_step(slider, 9.0) == 3.0             # within [min, max]
+    fine = widgets.FloatSlider(min=-4.0, max=4.0, step=0.001)
+    assert on_step(fine, 0.5653898076274048) == 0.565 and on_step(fine, -1.0) == -1.0
+    for other, value in ((widgets.IntSlider(), 3), (widgets.Dropdown(options=["a"]), "a"),
+                         (widgets.FloatText(), 0.123456)):
+        assert on_step(other, value) == value
+    assert math.isnan(on_step(slider, math.nan))
+
+
+def test_a_float_slider_holds_its_values_on_its_steps_with_one_redraw():
+    """A browser's slider moves an off-step value to its grid and sends that back to the kernel; a panel
+    puts it there first, so both show the same number and the browser has nothing to send."""
+    panel = Counter()
+    panel.a.step = 0.25
+    panel.a.value = 1.1
+    assert panel.a.value == 1.0 and panel.seen == [(1.0, 1.0, 0.0, "x")]
+    panel.set(a=-0.4, b=0.123456)                         # a FloatText has no steps: kept as it is
+    assert panel.seen[1:] == [(-0.5, 0.123456, 0.0, "x")]
+    late = widgets.FloatSlider(value=0.33, min=0, max=1, step=0.1)
+    panel.watch(late)                                     # the value a slider holds when watched too
+    assert late.value == 0.3
+
+
+def test_control_sets_the_description_and_the_whole_width():
+    slider = control(widgets.FloatSlider, "label corruption rate", value=0.5, min=0, max=1)
+    assert (slider.description, slider.value) == ("label corruption rate", 0.5)
+    assert slider.style.description_width == "150px" and slider.layout.width == "520px"
+    dropdown = control(widgets.Dropdown, "estimate", options=["a", "b"], label_width="140px", width="480px")
+    assert dropdown.style.description_width == "140px" and dropdown.layout.width == "480px"

@@ -3,6 +3,7 @@ and the shown result changed. Tiny models on the 8x8 digits keep the file fast."
 import dataclasses
 import threading
 
+import ipywidgets
 import numpy as np
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings as hyp_settings, strategies 
 from ssvae_lib import latent, plots, widgets
 from ssvae_lib import train as train_mod
 from ssvae_lib.models import SSVAE
+from ssvae_lib.panels import on_step
 from tiny_run import tiny_config
 from ssvae_lib.train import Callback, TrainConfig
 
@@ -74,20 +76,66 @@ def test_labelled_sizes_larger_than_the_pool_are_not_offered(digits):
             train_mod.prepare_data(dataclasses.replace(config, n_labelled=None if m == "all" else m), digits)
 
 
-def test_alpha_slider_spans_the_thesis_range(digits):
-    panel = widgets.TrainingPanel(tiny(), dataset=digits)
-    assert (panel.alpha.base ** panel.alpha.min, panel.alpha.base ** panel.alpha.max) == \
-        pytest.approx((0.1, 100.0))
+def test_alpha_slider_offers_exact_values_from_the_thesis_range_to_the_tuned_alpha(digits):
+    """The α slider is a slider over the values themselves: what it shows is exactly what a run gets (a
+    log slider's steps turned 50 into 50.1 in a browser), fully left is 0.1, and the thesis's grid, the
+    base config's α and the tuned α are all on it."""
+    from ssvae_lib.grid import THESIS_ALPHAS
+
+    panel = widgets.TrainingPanel(tiny(alpha=3.0), dataset=digits)
+    values = [value for _, value in panel.alpha.options]
+    assert values == sorted(values) and values[0] == 0.1 and values[-1] == 1000.0
+    assert set(THESIS_ALPHAS) | {train_mod.TUNED["alpha"], 3.0} <= set(values)
+    assert panel.alpha.value == 3.0 and panel.config().alpha == 3.0
+    assert [label for label, _ in panel.alpha.options][:3] == ["0.1", "0.2", "0.5"]
+    panel.alpha.index = 0                                   # dragged fully left
+    assert panel.config().alpha == 0.1
+
+
+def test_controls_are_wide_enough_for_their_text(digits, model):
+    """ipywidgets' default of 300 px per control left the α slider a 54 px track and cut off the
+    dropdowns' texts: every control of the panels has a width and a description width, and its longest
+    option fits (about 7 px per character, 30 px for a dropdown's arrow and padding; the browser test measures)."""
+    from ssvae_lib import derivation_widgets as dw, toy
+
+    def px(value):
+        return float(value.removesuffix("px"))
+
+    f64 = torch.float64
+    linear = toy.LinearGaussian(torch.tensor([[1.0], [0.6]], dtype=f64), torch.zeros(2, dtype=f64), 0.8)
+    x = torch.tensor([1.2, 0.4], dtype=f64)
+    training = widgets.TrainingPanel(tiny(), dataset=digits)
+    importance = dw.ImportanceSamplingPanel(linear, x, n_replicates=20)
+    gradient = dw.GradientVariancePanel(linear, x, [0.0], [0.0], n_replicates=20)
+    style = widgets.StylePanel(model, SHAPE, images=digits.x_test[:5])
+    walk = widgets.InterpolationPanel(model, digits.x_test[:5], SHAPE)
+    controls = {"training": [getattr(training, n) for n in widgets.CONTROL_FIELDS],
+                "importance": [importance.n_samples, importance.shift, importance.scale, importance.estimator],
+                "gradient": [gradient.n_samples, gradient.parameter],
+                "style": [style.digit, *style.z, style.grid_rows, style.grid_cols, style.source],
+                "interpolation": [walk.first, walk.second, walk.digit]}
+    for name, items in controls.items():
+        for c in items:
+            width, label = px(c.layout.width), px(c.style.description_width)
+            assert width - label >= 100, (name, c.description)
+            assert 7 * len(c.description) <= label, (name, c.description)
+            if isinstance(c, ipywidgets.Dropdown):
+                longest = max(len(text) for text in c._options_labels)
+                assert 7 * longest + 30 <= width - label, (name, c.description, longest)
+            if isinstance(c, (ipywidgets.FloatSlider, ipywidgets.SelectionSlider)) and name != "style":
+                assert width - label - 80 >= 200, (name, c.description)          # track >= 200 px
+    for button in (style.reset_button, style.sample_button, style.copy_button):   # wider than the default
+        assert button.layout.width == "auto", button.description
 
 
 def test_train_button_trains_in_the_background_and_shows_the_result(digits, spy):
     panel = widgets.TrainingPanel(tiny(), dataset=digits, redraw_seconds=0.5)
     assert "digits" in panel.info.value and "device" in panel.info.value
-    panel.alpha.value = 3.0
+    panel.alpha.value = 2.0
     panel.train_button.click()
     assert panel.stop_button.disabled is False or panel.result is not None
     result = panel.wait(timeout=60)
-    assert len(spy) == 1 and spy[0].alpha == 3.0
+    assert len(spy) == 1 and spy[0].alpha == 2.0
     assert result is panel.result and len(result.history) == 2 and not result.stopped_early
     assert panel.history == result.history
     assert panel.progress.value == panel.progress.max > 0
@@ -96,8 +144,99 @@ def test_train_button_trains_in_the_background_and_shows_the_result(digits, spy)
     assert panel.train_button.disabled is False and panel.stop_button.disabled is True
     first_plot = panel.plot.value
     panel.epochs.value = 1
-    second = panel.train(blocking=True)       # a new run replaces the result and the plot
+    second = panel.train(blocking=True)       # a new run replaces the result; its curves join the plot
     assert len(second.history) == 1 and panel.plot.value != first_plot
+    assert panel.history == second.history and [run.history for run in panel.runs] == [result.history,
+                                                                                           second.history]
+
+
+def test_successive_runs_overlay_labelled_by_their_settings_and_clear_empties(digits):
+    """Notebook 04's exercise: α = 0.1, then α = 50. Both runs stay on the plot, one colour each, named
+    by α and M (and by every other setting in which they differ); Clear removes them."""
+    panel = widgets.TrainingPanel(tiny(epochs=1), dataset=digits)
+    panel.alpha.value = 0.1
+    panel.train(blocking=True)
+    panel.alpha.value = 50.0
+    panel.train(blocking=True)
+    figure = panel._figure
+    loss_ax, accuracy_ax, elbo_ax = figure.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["α=0.1, M=100", "α=50, M=100"]
+    assert [line.get_color() for line in loss_ax.lines] == ["C0", "C1"]
+    for run, line in zip(panel.runs, loss_ax.lines):
+        assert list(line.get_ydata()) == run.losses and len(run.losses) > 0
+    for run, line in zip(panel.runs, accuracy_ax.lines):
+        assert list(line.get_ydata()) == [record["accuracy"] for record in run.history] and run.history
+    assert [t.get_text() for t in figure.figure.legends[0].get_texts()] == ["α=0.1, M=100", "α=50, M=100"]
+    panel.seed.value = 1                                   # a third run that differs in its seed too
+    panel.train(blocking=True)
+    assert [run.label for run in panel.runs] == ["α=0.1, M=100, seed=0", "α=50, M=100, seed=0",
+                                                 "α=50, M=100, seed=1"]
+    before = panel.plot.value
+    panel.clear_button.click()
+    assert panel.runs == [] and all(not ax.lines for ax in figure.axes) and not figure.figure.legends
+    assert panel.plot.value != before and panel.result is not None       # the model of the last run stays
+    panel.train(blocking=True)
+    assert [line.get_label() for line in loss_ax.lines] == ["α=50, M=100"]
+
+
+def test_run_labels_name_the_settings_that_differ():
+    base = TrainConfig(n_labelled=100, alpha=50.0)
+    assert widgets.run_labels([base]) == ["α=50, M=100"]
+    tuned = dataclasses.replace(base, **train_mod.TUNED)
+    assert widgets.run_labels([base, dataclasses.replace(base, n_labelled=None)]) == ["α=50, M=100", "α=50, M=all"]
+    assert widgets.run_labels([base, tuned]) == [
+        "α=50, M=100, β=1, epochs=40, γ=1, lr=0.001, shift=0",
+        "α=500, M=100, β=8, epochs=80, γ=0.75, lr=0.003, shift=2"]
+
+
+def test_presets_set_the_thesis_defaults_or_the_tuned_settings(digits):
+    """One click: "tuned" sets every field of train.TUNED (those without a control through the config),
+    "thesis defaults" TrainConfig's defaults of the same fields; the line beside the buttons says what
+    the settings without a control are."""
+    panel = widgets.TrainingPanel(tiny(), dataset=digits)
+    panel.preset_buttons["tuned"].click()
+    config = panel.config()
+    assert {name: getattr(config, name) for name in train_mod.TUNED} == train_mod.TUNED
+    assert (panel.alpha.value, panel.beta.value, panel.epochs.value) == (500.0, 8.0, 80)
+    assert "γ = 0.75" in panel.preset_info.value and "0.003" in panel.preset_info.value
+    assert config.hidden_dim == 32 and config.n_labelled == 100           # the rest stays the base config's
+    panel.preset_buttons["thesis defaults"].click()
+    config, defaults = panel.config(), TrainConfig()
+    assert {name: getattr(config, name) for name in train_mod.TUNED} == \
+        {name: getattr(defaults, name) for name in train_mod.TUNED}
+    assert (config.alpha, config.beta, config.gamma, config.lr, config.epochs, config.augment_shift) == \
+        (50.0, 1.0, 1.0, 1e-3, 40, 0)
+    assert "γ = 1," in panel.preset_info.value
+    assert set(widgets.PRESETS) == {"thesis defaults", "tuned"}
+
+
+def test_the_live_plot_takes_a_bounded_share_of_the_training_time(digits, monkeypatch):
+    """After a redraw that took d seconds the next one waits max(redraw_seconds, d / DRAW_SHARE): on a
+    fake clock, a 0.25 s redraw holds the next one back for 5 s; epochs always redraw."""
+    clock = [100.0]
+    monkeypatch.setattr(widgets.time, "monotonic", lambda: clock[0])
+    panel = widgets.TrainingPanel(tiny(), dataset=digits, redraw_seconds=1.0)
+    draws = []
+
+    def slow_redraw():
+        draws.append(clock[0])
+        clock[0] += 0.25
+
+    monkeypatch.setattr(panel, "redraw", slow_redraw)
+    run = widgets.LiveRun(panel.config())
+    live = widgets._LiveCallback(panel, run, redraw_seconds=1.0)
+    state = train_mod.TrainState(panel.config(), None, [], steps_per_epoch=100)
+    live.on_train_begin(state)
+    for step in range(1, 161):                        # 0.125 s per step on the fake clock (exact in binary)
+        state.step, state.loss = step, 1.0 / step
+        clock[0] += 0.125
+        live.on_step(state)
+    assert len(run.losses) == 160 and run.steps == list(range(1, 161))
+    assert draws[0] == 101.0                                         # after redraw_seconds
+    assert len(draws) >= 3 and all(b - a >= 0.25 + 0.25 / widgets.DRAW_SHARE for a, b in zip(draws, draws[1:]))
+    assert 0.25 * len(draws) / (clock[0] - 100.0) <= widgets.DRAW_SHARE
+    live.on_epoch_end(state)
+    assert draws[-1] == clock[0] - 0.25 and panel.progress.value == 160
 
 
 def test_stop_ends_training_mid_epoch(digits):
@@ -171,6 +310,7 @@ def test_a_second_train_while_running_is_refused(digits):
 def test_any_sequence_of_control_values_gives_a_valid_config(digits, moves):
     panel = _shared_panel(digits)
     for alpha, m, rate, per_epoch, ssvae, thesis, epochs, seed in moves:
+        alpha = widgets.ALPHA_CHOICES[int(alpha * 1000) % len(widgets.ALPHA_CHOICES)]
         panel.alpha.value = alpha
         panel.n_labelled.index = m % len(panel.n_labelled.options)
         panel.corruption_rate.value = rate
@@ -180,7 +320,9 @@ def test_any_sequence_of_control_values_gives_a_valid_config(digits, moves):
         panel.epochs.value = epochs
         panel.seed.value = seed
         config = panel.config()
-        assert config.alpha == pytest.approx(alpha) and config.corruption_rate == pytest.approx(rate)
+        # the corruption slider holds the rate on its steps of 0.01, as a browser shows it
+        assert config.alpha == alpha and config.corruption_rate == on_step(panel.corruption_rate, rate)
+        assert abs(config.corruption_rate - rate) <= 0.005 + 1e-12
         train_mod.prepare_data(train_mod.fast_mode(config), digits)   # the data side accepts it too
 
 
@@ -214,9 +356,15 @@ def test_style_sliders_decode_through_the_library(model):
     panel.digit.value = 7
     assert panel.image.value == expected() and panel.grid.value != grid_before
     grid = latent.style_grid(model, 7, dims=(0, 1), values=panel.grid_values, base=panel.style())
-    assert panel.grid.value == widgets._png(grid, SHAPE, 2)
+    (ax,) = panel.grid_figure.axes                                   # one picture, with labelled axes
+    np.testing.assert_array_equal(ax.images[0].get_array(), plots.tile_images(grid, SHAPE))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z0")
+    values = ["-2.0", "-1.3", "-0.7", "+0.0", "+0.7", "+1.3", "+2.0"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == values == [t.get_text() for t in ax.get_yticklabels()]
+    assert panel.grid.value[:4] == b"\x89PNG"
     panel.grid_cols.value = 2
     assert "z0" in panel.grid_caption.value and "z2" in panel.grid_caption.value
+    assert panel.grid_figure.axes[0].get_xlabel() == "z2"
     panel.grid_cols.value = 0                                        # same dims: a hint, no error
     assert "different" in panel.grid_caption.value
 
@@ -234,7 +382,9 @@ def test_style_buttons_and_copy_from_a_test_image(model, digits):
     x = images[4:5]
     assert panel.digit.value == int(model.classify(x).argmax(-1))
     z = model.infer_style(x)[0].clamp(-widgets.STYLE_RANGE, widgets.STYLE_RANGE)
-    assert torch.allclose(panel.style(), z, atol=1e-6)
+    # the sliders hold the style on their steps of 0.01, as a browser shows (and would send back) it
+    assert torch.allclose(panel.style(), z, atol=0.005 + 1e-6)
+    assert [s.value for s in panel.z] == [round(v, 2) for v in panel.style().double().tolist()]
     assert panel.image.value == widgets._png(latent.decode_style(model, panel.digit.value, panel.style())[None],
                                              SHAPE, panel.scale)
 
@@ -250,6 +400,21 @@ def test_random_style_slider_sequences_never_raise(moves):
         panel.grid_rows.value, panel.grid_cols.value = rows, cols
         assert abs(panel.z[dim].value) <= widgets.STYLE_RANGE
         assert panel.image.value[:4] == b"\x89PNG"
+
+
+def test_style_panel_starts_from_its_final_values_on_the_sliders_steps(model):
+    """Notebook 05 builds the panel with the style its check prints (no later change that a browser could
+    answer with the older value), and the sliders hold it as their readouts show it: -1.8812 is -1.88
+    (with steps of 0.05 a browser showed, and sent back, -1.90)."""
+    panel = widgets.StylePanel(model, SHAPE, y=7, z=[2.0, -1.8812, 0.304])
+    assert panel.digit.value == 7 and [s.value for s in panel.z] == [2.0, -1.88, 0.3]
+    assert [s.step for s in panel.z] == [0.01] * 3 and panel.z[0].readout_format == "+.2f"
+    assert panel.image.value == widgets._png(latent.decode_style(model, 7, torch.tensor([2.0, -1.88, 0.3]))[None],
+                                             SHAPE, panel.scale)
+    panel.z[1].value = 0.123456                                      # by hand, from code: the same steps
+    assert panel.z[1].value == 0.12
+    with pytest.raises(ValueError, match="3 finite numbers"):
+        widgets.StylePanel(model, SHAPE, z=[0.0, 1.0])
 
 
 def test_style_panel_rejects_non_finite_styles():
@@ -282,6 +447,11 @@ def test_interpolation_panel(model, digits):
     assert panel.image.value != before and torch.equal(panel.strip()[-1], images[5])
     with pytest.raises(ValueError, match="at least two images"):
         widgets.InterpolationPanel(model, images[:1], SHAPE)
+    # notebook 05 builds it with its final images and draws other digits without moving the slider
+    walk = widgets.InterpolationPanel(model, images, SHAPE, steps=5, y=3, first=1, second=2)
+    assert (walk.first.value, walk.second.value, walk.digit.value) == (1, 2, 3)
+    assert torch.allclose(walk.strip(y=8)[1:-1], latent.interpolate(model, images[1], images[2], 8, 5))
+    assert walk.digit.value == 3
 
 
 # -- the library functions the panels rely on ------------------------------------------------------
@@ -318,16 +488,28 @@ def test_tile_images_and_png_bytes():
         plots.png_bytes(canvas, scale=0)
 
 
-def test_live_training_figure_draws_each_series():
-    from matplotlib.figure import Figure
+def test_live_training_figure_draws_each_series_and_updates_its_lines_in_place():
     history = [{"epoch": 1, "test_accuracy": 0.5, "test_elbo": -200.0},
                {"epoch": 2, "test_accuracy": 0.7, "test_elbo": -150.0}]
-    fig = plots.live_training_figure([1, 2, 3], [300.0, 250.0, 240.0], history, Figure())
+    first = widgets.LiveRun(TrainConfig(), [1, 2, 3], [300.0, 250.0, 240.0], history, "α=50, M=100")
+    live = plots.LiveTrainingFigure()
+    fig = live.update([first])
     loss_ax, acc_ax, elbo_ax = fig.axes
     assert list(loss_ax.lines[0].get_ydata()) == [300.0, 250.0, 240.0]
     assert list(acc_ax.lines[0].get_ydata()) == [0.5, 0.7]
     assert list(elbo_ax.lines[0].get_xdata()) == [1, 2]
     assert plots.figure_png(fig)[:4] == b"\x89PNG"
+    loss_line = loss_ax.lines[0]
+    first.steps.append(4), first.losses.append(230.0)
+    second = widgets.LiveRun(TrainConfig(), [1], [310.0], [], "α=0.1, M=100")
+    assert live.update([first, second]) is fig
+    assert loss_ax.lines[0] is loss_line and list(loss_line.get_ydata())[-1] == 230.0     # moved, not redrawn
+    assert [line.get_label() for line in loss_ax.lines] == ["α=50, M=100", "α=0.1, M=100"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["α=50, M=100", "α=0.1, M=100"]
+    live.update([second])                                       # the first run removed: its lines go
+    assert [list(line.get_ydata()) for line in loss_ax.lines] == [[310.0]] and len(acc_ax.lines) == 1
+    live.update([])
+    assert not loss_ax.lines and not fig.legends and plots.figure_png(fig)[:4] == b"\x89PNG"
 
 
 def test_confusion_figure_shows_every_nonzero_count_and_the_accuracy():

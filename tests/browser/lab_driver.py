@@ -179,6 +179,29 @@ _ERRORS_JS = """() => {
 }"""
 
 
+# the texts a container's widgets do not show in full: a description label or a button's text cut off
+# (ellipsis), or an option of a dropdown wider than the room its <select> leaves beside the arrow, measured
+# in the select's font
+_CUT_TEXTS_JS = """root => {
+    const cut = [];
+    for (const element of root.querySelectorAll('.widget-label, button')) {
+        if (element.textContent.trim() && element.scrollWidth > element.clientWidth + 1)
+            cut.push(`'${element.textContent.trim()}': ${element.scrollWidth} px in ${element.clientWidth} px`);
+    }
+    const context = document.createElement('canvas').getContext('2d');
+    for (const select of root.querySelectorAll('select')) {
+        const style = getComputedStyle(select);
+        context.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+        const room = select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        for (const option of select.options) {
+            const width = context.measureText(option.text).width;
+            if (width > room) cut.push(`option '${option.text}': ${width.toFixed(0)} px in ${room.toFixed(0)} px`);
+        }
+    }
+    return cut;
+}"""
+
+
 class NotebookPage:
     """One Playwright page showing one notebook in JupyterLab."""
 
@@ -233,6 +256,15 @@ class NotebookPage:
             return calm >= 3
 
         self._wait("all cells run", finished, timeout)
+
+    def cut_texts(self, container) -> list[str]:
+        """The description labels, button texts and dropdown options inside ``container`` that the page
+        cuts off."""
+        return container.evaluate(_CUT_TEXTS_JS)
+
+    def output_text(self, pattern: str) -> str:
+        """The text of the first cell output that matches the regular expression ``pattern``."""
+        return self.page.locator(".jp-OutputArea-output", has_text=re.compile(pattern)).first.inner_text()
 
     def error_outputs(self) -> list[str]:
         """'cell i: ename: evalue' for each error output of the open notebook."""
