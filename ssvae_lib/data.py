@@ -413,19 +413,20 @@ def _auto_choice(root) -> tuple[str, str]:
     return "digits", f"no MNIST files found in {directory}; using scikit-learn's offline digits"
 
 
-def _auto_pick(root, download, mirrors, checksums, timeout, deadline) -> tuple[str, str]:
-    """The dataset ``"auto"`` uses and why (:func:`_auto_choice`), after downloading full MNIST into the
-    user cache when no folder was given, ``download`` is on and a mirror answers (:func:`_reachable`)."""
+def _auto_pick(root, download, mirrors, checksums, timeout, deadline) -> tuple[str, str, Dataset | None]:
+    """The dataset ``"auto"`` uses and why (:func:`_auto_choice`), and full MNIST itself when it was just
+    downloaded into the user cache (no folder given, ``download`` on, a mirror answering: :func:`_reachable`)."""
     name, reason = _auto_choice(root)
     if name == "mnist" or not download or _data_dir_and_source(root)[1] != "the user cache":
-        return name, reason
+        return name, reason, None
     if not _reachable(mirrors):
-        return name, f"{reason}; no MNIST mirror served the files within {PROBE_SECONDS:g} s (offline?)"
+        return name, f"{reason}; no MNIST mirror served the files within {PROBE_SECONDS:g} s (offline?)", None
     try:
-        _load_idx_files(MNIST_TRAIN_FILES + MNIST_TEST_FILES, root, True, mirrors, checksums, timeout, deadline)
+        mnist = _load_mnist(root, True, mirrors, checksums, timeout, deadline)
     except MissingDataError:
-        return name, f"{reason}; downloading full MNIST failed ('python -m ssvae_lib data --dataset mnist' says why)"
-    return "mnist", f"downloaded the four MNIST files into {data_dir(root)}"
+        return (name, f"{reason}; downloading full MNIST failed ('python -m ssvae_lib data --dataset mnist' says why)",
+                None)
+    return "mnist", f"downloaded the four MNIST files into {data_dir(root)}", mnist
 
 
 def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int = 0, *,
@@ -451,7 +452,9 @@ def load_dataset(name: str = "auto", root=None, download: bool = True, seed: int
         raise TypeError(f"unexpected arguments for dataset {name!r}: {', '.join(kwargs)}")
     check_int("seed", seed, low=0)
     if name == "auto":
-        name, reason = _auto_pick(root, download, mirrors, checksums, timeout, deadline)
+        name, reason, downloaded = _auto_pick(root, download, mirrors, checksums, timeout, deadline)
+        if downloaded is not None:
+            return downloaded
         if name != "mnist":
             # named after this module, not the caller's file: the same text in a script and a notebook
             warnings.warn_explicit(f"dataset 'auto' picked {name}, an offline stand-in, not full MNIST: {reason}. "
@@ -475,11 +478,13 @@ def describe(name: str = "auto", root=None) -> str:
     """The text ``python -m ssvae_lib data`` prints: the data folder, which dataset ``auto``
     picked and why, then the dataset's summary (sizes, provenance, classes)."""
     directory, source = _data_dir_and_source(root)
-    lines = [f"data folder: {directory} (from {source})"]
+    lines, dataset = [f"data folder: {directory} (from {source})"], None
     if name == "auto":
-        name, reason = _auto_pick(root, True, MNIST_MIRRORS, MNIST_MD5, DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)
+        name, reason, dataset = _auto_pick(root, True, MNIST_MIRRORS, MNIST_MD5, DOWNLOAD_TIMEOUT,
+                                           DOWNLOAD_DEADLINE)
         lines.append(f"auto picked: {name} ({reason})")
-    dataset = load_dataset(name, root=root)
+    if dataset is None:
+        dataset = load_dataset(name, root=root)
     return "\n".join(lines + [dataset.summary()])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plots import _as_array, decorate, new_figure
+from .plots import as_array, decorate, new_figure
 
 #: What the figures (and the panels' controls) call the estimators of :mod:`ssvae_lib.toy_experiments`.
 GRADIENT_LABELS = {"reparameterised": "reparameterised (Eq. 2)", "score_function": "score function"}
@@ -102,7 +102,7 @@ def gradient_variance_figure(sizes, exact_variances: dict, current_size: int, es
     ax_var, ax_hist = fig.subplots(1, 2)
     sizes = np.asarray(sizes, dtype=float)
     for i, (name, single) in enumerate(exact_variances.items()):
-        values = _as_array(estimates[name], float)
+        values = as_array(estimates[name], float)
         label = GRADIENT_LABELS.get(name, name)
         ax_var.plot(sizes, single / sizes, color=f"C{i}", label=f"{label}: exact Var/S")
         ax_var.plot([current_size], [values.var(ddof=1)], "o", color=f"C{i}", ms=7)
@@ -139,7 +139,7 @@ def importance_sampling_figure(experiment, summary, fig=None):
     extra = ax_weight.get_legend_handles_labels()
     ax_density.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="upper left")
 
-    values = _as_array(summary.estimates, float)
+    values = as_array(summary.estimates, float)
     _histogram(ax_hist, values, bins=60, density=True, color="C7", alpha=0.7)
     ax_hist.axvline(summary.exact, color="k", lw=2, label="exact value")
     ax_hist.axvline(summary.mean, color="C3", lw=1.5, ls="--", label="mean of estimates")
@@ -161,7 +161,7 @@ def sorted_weights_figure(weights: dict, fig=None):
     (log-log): a flat curve means many samples count, a steep head means a few dominate."""
     ax = new_figure(fig, (5.5, 3.2)).subplots()
     for label, w in weights.items():
-        values = np.sort(_as_array(w, float))[::-1]
+        values = np.sort(as_array(w, float))[::-1]
         ax.plot(np.arange(1, len(values) + 1), values, label=label)
     decorate(ax, legend=8, grid="both", xscale="log", yscale="log", xlabel="rank", ylabel="normalised weight w̃")
     ax.figure.tight_layout()
@@ -235,7 +235,7 @@ def supervised_estimator_figure(estimates: dict, reference, n_samples: int, fig=
                f"estimate of log q(y|x), S = {n_samples}"))
     for ax, curves, title in panels:
         for name, label, colour, limit_label in curves:
-            values = _as_array(estimates[name], float)
+            values = as_array(estimates[name], float)
             _histogram(ax, values, bins=60, density=True, alpha=0.45, color=colour, label=label)
             ax.axvline(reference.target(name), color=colour, lw=2, ls="--", label=f"{limit_label} (S → ∞)")
         decorate(ax, title, grid=None)

@@ -35,7 +35,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from .checks import check_choice, check_int, check_real, split_indices
 from .estimators import log_mean_exp
-from .objectives import gaussian_log_density, reparameterise, standard_normal_log_density
+from .objectives import checked_input, gaussian_log_density, reparameterise, standard_normal_log_density
 
 _ENCODE_CHUNK = 4096  # images encoded per call of ``encode``
 
@@ -534,10 +534,9 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     tight as the ELBO (Eq. 9) by Jensen's inequality over y ~ q(y|x).
 
     ``eps`` (``[K, B, Dz]``, optional): the standard normal noise to use instead of drawing it.
-    ``validate=False``: x already checked (``model.check_input``), e.g. under ``vmap``.
+    ``validate=False``: x already checked (``objectives.checked_input``), e.g. under ``vmap``.
     """
-    if validate and hasattr(model, "check_input"):
-        x = model.check_input(x)
+    x = checked_input(model, x, validate)
     n_classes = model.n_classes
     labels = torch.eye(n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]   # [C, 1, 1, C]
     log_p_y = model.log_prior_y()[:, None, None]                                        # [C, 1, 1]

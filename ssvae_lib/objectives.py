@@ -231,7 +231,7 @@ def _check_alpha(alpha) -> None:
     check_real("alpha", alpha)
 
 
-def _checked(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
+def checked_input(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """``x`` for ``model``: with ``validate``, ``model.check_input(x)`` where the model has it (shape, dtype,
     the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``)."""
     order = getattr(model, "order", None)
@@ -326,7 +326,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     (the β-VAE weighting, Eq. 3), by adding (β − 1)(log p(z^s) − log q(z^s|·)) to log p(x,y,z^s); the
     weights w^s do not change.
     """
-    x = _checked(model, x, validate)
+    x = checked_input(model, x, validate)
     n_samples = check_int("n_samples", n_samples)
     check_real("beta", beta, 0.0)
     n_classes, batch = model.n_classes, x.shape[0]
@@ -395,15 +395,15 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
     KL term (the β-VAE weighting of Eq. 3; 1 gives the bound itself). ``validate=False``: images and
     labels already checked by the caller (the engine checks them once where data enters), so the bound runs under vmap.
     """
-    x = _checked(model, x, validate)
     check_choice("estimator", estimator, SUPERVISED_ESTIMATORS)
     _check_alpha(alpha)
-    if estimator == "is":
+    if estimator == "is":   # supervised_is_terms checks x
         terms = supervised_is_terms(model, x, y, n_samples=n_samples, proposal=proposal, beta=beta,
                                     eps=eps, gumbel=gumbel, generator=generator, validate=validate)
         combine = supervised_iw_estimator if weighted else supervised_is_estimator
         return combine(*terms, alpha, dim=0)
 
+    x = checked_input(model, x, validate)
     if model.order != "label_first":
         raise ValueError("estimator='m2' needs q(z|x,y), i.e. a label_first model; "
                          "use estimator='is' for style_first")
@@ -448,7 +448,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     ``beta`` weights every KL(q(z|·) ‖ p(z)) above by β (the β-VAE weighting of Eq. 3; 1 gives Eq. 9).
     ``validate=False``: x already checked by the caller (see :func:`supervised_bound`).
     """
-    x = _checked(model, x, validate)
+    x = checked_input(model, x, validate)
     check_choice("method", method, UNSUPERVISED_METHODS)
     n_samples = check_int("n_samples", n_samples)
     check_real("beta", beta, 0.0)

@@ -49,7 +49,7 @@ def decorate(ax, title: str | None = None, *, legend: float | None = None, grid:
         ax.grid(alpha=0.3, which=grid)
 
 
-def _as_array(values, dtype=None) -> np.ndarray:
+def as_array(values, dtype=None) -> np.ndarray:
     """A tensor (detached, on the CPU) or array-like as a numpy array."""
     return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=dtype)
 
@@ -80,7 +80,7 @@ def training_curves(histories, fig=None):
 
 def image_grid(images, image_shape, row_labels=None, col_labels=None, title=None, cell=0.55):
     """Show ``images`` of shape [rows, cols, D] (or [n, D] as one row) as a grid of greyscale tiles."""
-    images = _as_array(images)
+    images = as_array(images)
     if images.ndim == 2:
         images = images[None]
     rows, cols = images.shape[:2]
@@ -148,7 +148,7 @@ def save_figure(fig, name: str, directory: str | Path | None = None) -> list[Pat
 def tile_images(images, image_shape, pad: int = 1) -> np.ndarray:
     """Lay out ``images`` ``[rows, cols, D]`` (or ``[n, D]`` as one row) as one 2-d array, tiles separated
     by ``pad`` blank pixels; much faster than :func:`image_grid` when a slider redraws it."""
-    images = _as_array(images, np.float64)
+    images = as_array(images, np.float64)
     if images.ndim == 2:
         images = images[None]
     if images.ndim != 3 or images.shape[-1] != int(np.prod(image_shape)) or len(image_shape) != 2:

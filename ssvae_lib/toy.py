@@ -32,7 +32,7 @@ import torch.nn.functional as F
 __all__ = ["LinearGaussian", "DiscreteContinuousToy", "ToyLabelFirstModel", "ToyStyleFirstModel",
            "gauss_hermite"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
+LOG_2PI = math.log(2.0 * math.pi)   # used by toy_experiments too
 
 
 # -- small helpers (deliberately independent of objectives.py, so the toy is a separate reference) ---
@@ -60,7 +60,7 @@ def _mvn_log_density(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> 
     diff = (x - mean).unsqueeze(-1)
     solved = torch.linalg.solve_triangular(chol, diff, upper=False).squeeze(-1)
     half_log_det = torch.log(torch.diagonal(chol)).sum()
-    return -0.5 * solved.pow(2).sum(-1) - half_log_det - 0.5 * cov.shape[-1] * _LOG_2PI
+    return -0.5 * solved.pow(2).sum(-1) - half_log_det - 0.5 * cov.shape[-1] * LOG_2PI
 
 
 def _diag_kl_to_standard(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -68,19 +68,19 @@ def _diag_kl_to_standard(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Ten
     return 0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1.0 - 2.0 * log_sigma).sum(-1)
 
 
-def _diag_log_density(z: torch.Tensor, m: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+def diag_log_density(z: torch.Tensor, m: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     """log N(z; m, diag exp(2 log_s)), summed over the last dim."""
-    return (-0.5 * ((z - m) * torch.exp(-log_s)).pow(2) - log_s - 0.5 * _LOG_2PI).sum(-1)
+    return (-0.5 * ((z - m) * torch.exp(-log_s)).pow(2) - log_s - 0.5 * LOG_2PI).sum(-1)
 
 
 def _standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) = log p(z), summed over the last dim."""
-    return -0.5 * z.pow(2).sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
+    return -0.5 * z.pow(2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
 def _isotropic_log_density(x: torch.Tensor, mean: torch.Tensor, s: float) -> torch.Tensor:
     d = x.shape[-1]
-    return -0.5 * ((x - mean) / s).pow(2).sum(-1) - d * math.log(s) - 0.5 * d * _LOG_2PI
+    return -0.5 * ((x - mean) / s).pow(2).sum(-1) - d * math.log(s) - 0.5 * d * LOG_2PI
 
 
 def _pick(values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -476,7 +476,7 @@ class ToyStyleFirstModel(_ToyRecognition):
 
     def log_p_over_q(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, y, z) − log q(y, z|x) at z ``[..., B, Dz]`` (the integrand of Eq. 16 and 18)."""
-        log_q_z = _diag_log_density(z, *self.encode_marginal(x))
+        log_q_z = diag_log_density(z, *self.encode_marginal(x))
         log_q_y = _pick(torch.log_softmax(self.classify_style(x, z), -1), y)
         return self.generative.log_joint(x, y, z) - log_q_z - log_q_y
 

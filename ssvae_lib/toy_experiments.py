@@ -24,7 +24,7 @@ from . import objectives
 from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
-from .toy import _LOG_2PI, LinearGaussian, ToyStyleFirstModel, _diag_log_density, gauss_hermite
+from .toy import LOG_2PI, LinearGaussian, ToyStyleFirstModel, diag_log_density, gauss_hermite
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
            "elbo_decomposition", "best_diagonal_gaussian", "beta_vae_objective", "elbo_monte_carlo_terms",
@@ -106,7 +106,7 @@ def elbo_monte_carlo_terms(model: LinearGaussian, x, m, log_s, n_samples: int,
     eps = torch.randn(check_int("n_samples", n_samples), model.latent_dim, generator=generator,
                       dtype=model.W.dtype)
     z = m + torch.exp(log_s) * eps
-    return model.log_joint(x, z) - _diag_log_density(z, m, log_s)
+    return model.log_joint(x, z) - diag_log_density(z, m, log_s)
 
 
 def elbo_gradient_per_sample(model: LinearGaussian, x, m, log_s, eps: torch.Tensor,
@@ -128,12 +128,12 @@ def elbo_gradient_per_sample(model: LinearGaussian, x, m, log_s, eps: torch.Tens
     with torch.enable_grad():
         if estimator == "reparameterised":
             z = m_rep + torch.exp(log_s_rep) * eps
-            objective = model.log_joint(x, z) - _diag_log_density(z, m_rep, log_s_rep)
+            objective = model.log_joint(x, z) - diag_log_density(z, m_rep, log_s_rep)
         else:
             with torch.no_grad():
                 z = m + torch.exp(log_s) * eps
-                f = model.log_joint(x, z) - _diag_log_density(z, m, log_s)
-            objective = f * _diag_log_density(z, m_rep, log_s_rep)
+                f = model.log_joint(x, z) - diag_log_density(z, m, log_s)
+            objective = f * diag_log_density(z, m_rep, log_s_rep)
         grad_m, grad_log_s = torch.autograd.grad(objective.sum(), (m_rep, log_s_rep))
     return torch.cat([grad_m, grad_log_s], dim=-1)
 
@@ -193,12 +193,12 @@ class PosteriorImportanceSampling:
     # -- densities and draws ---------------------------------------------------------------------
     def log_proposal(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * ((z - self.proposal_mean) / self.proposal_sd) ** 2 - math.log(self.proposal_sd) \
-            - 0.5 * _LOG_2PI
+            - 0.5 * LOG_2PI
 
     def log_posterior(self, z: torch.Tensor) -> torch.Tensor:
         """The normalised target log p(z|x)."""
         return -0.5 * ((z - self.posterior_mean) / self.posterior_sd) ** 2 - math.log(self.posterior_sd) \
-            - 0.5 * _LOG_2PI
+            - 0.5 * LOG_2PI
 
     def log_unnormalised_target(self, z: torch.Tensor) -> torch.Tensor:
         """log p̃(z) = log p(x, z) = log p(z|x) + log p(x)."""
@@ -246,9 +246,9 @@ class PosteriorImportanceSampling:
         if precision <= 0:
             return math.inf, math.nan, math.nan
         delta = self.posterior_mean - self.proposal_mean
-        log_moment = (k * (-0.5 * _LOG_2PI - math.log(self.posterior_sd))
-                      + (1.0 - k) * (-0.5 * _LOG_2PI - math.log(self.proposal_sd))
-                      + 0.5 * (_LOG_2PI - math.log(precision)) - 0.5 * a * c * delta ** 2 / precision)
+        log_moment = (k * (-0.5 * LOG_2PI - math.log(self.posterior_sd))
+                      + (1.0 - k) * (-0.5 * LOG_2PI - math.log(self.proposal_sd))
+                      + 0.5 * (LOG_2PI - math.log(precision)) - 0.5 * a * c * delta ** 2 / precision)
         mean = (a * self.posterior_mean + c * self.proposal_mean) / precision
         return log_moment, mean, 1.0 / precision
 

@@ -2,6 +2,8 @@
 comparison notices a dropped term."""
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -41,5 +43,6 @@ def test_the_comparison_fails_when_a_term_is_dropped(batch, labelled):
     result = pyro_view.compare_with_library(model, x, y if labelled else None, particles=100, replicates=10,
                                             program=model_without_label_prior)
     assert abs(result["z"]) > 20, result
-    # log p(y) = -log 10 per image was left out: the ELBO moves up by about log 10
-    assert result["pyro"] - result["library"] == pytest.approx(torch.log(torch.tensor(10.0)).item(), abs=0.1)
+    # log p(y) = -log 10 per image was left out: the ELBO moves up by log 10, within Monte Carlo error
+    standard_error = (result["pyro_se"] ** 2 + result["library_se"] ** 2) ** 0.5
+    assert abs(result["pyro"] - result["library"] - math.log(10)) < 4 * standard_error
