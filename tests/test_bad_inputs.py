@@ -228,14 +228,18 @@ def test_a_cuda_index_beyond_the_devices_is_a_clear_error(monkeypatch):
 
 # -- 9. downloads --------------------------------------------------------------------------------------
 class _Trickle(http.server.BaseHTTPRequestHandler):
+    stop = threading.Event()
+
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", "1000000")
         self.end_headers()
-        for _ in range(200):
-            self.wfile.write(b"x")
-            self.wfile.flush()
-            time.sleep(0.05)
+        try:
+            while not self.stop.wait(0.05):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+        except OSError:  # the client hung up: what the deadline is for
+            pass
 
     def log_message(self, *args):
         pass
@@ -251,7 +255,9 @@ def test_a_trickling_mirror_hits_the_total_deadline_and_leaves_no_folder(tmp_pat
             data.load_dataset("mnist-t10k", root=folder, mirrors=(f"http://127.0.0.1:{server.server_port}/",),
                               deadline=1.0)
     finally:
+        _Trickle.stop.set()
         server.shutdown()
+        server.server_close()
     assert time.monotonic() - started < 8
     assert not folder.exists() and not folder.parent.exists()
 
