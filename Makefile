@@ -8,10 +8,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test test-unit test-notebooks check-full test-browser slides figures benchmarks clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/lab_settings.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) tools/lab_settings.py
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,6 +4,8 @@ Exporting needs no npm: these tests check the exported HTML and the copy plan; `
 the real reveal.js/MathJax, and tests/browser/test_slides_offline.py opens a real deck offline.
 """
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -118,3 +120,68 @@ def test_export_rejects_what_is_not_a_notebook(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"\.ipynb"):
         build_slides.export_notebook(tmp_path / "notes.txt", tmp_path)
+
+
+def test_test_markers_are_left_out_of_the_slides(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nanswer = 6 * 7\n  # NBVAL_IGNORE_OUTPUT  \nanswer")]
+    nbformat.write(nb, tmp_path / "marked.ipynb")
+    page = build_slides.export_notebook(tmp_path / "marked.ipynb", tmp_path / "slides").read_text(encoding="utf-8")
+    assert "NBVAL" not in page and "answer" in page
+    plain, _ = SlidesExporter().from_filename(str(tmp_path / "marked.ipynb"))
+    assert "NBVAL_CHECK_OUTPUT" in plain            # what the deck would show without the preprocessor
+
+
+def _widget_notebook(path: Path, saved: dict) -> Path:
+    nb = nbformat.v4.new_notebook()
+    view = {"model_id": "aa11", "version_major": 2, "version_minor": 0}
+    nb.cells = [nbformat.v4.new_markdown_cell("# A panel"),
+                nbformat.v4.new_code_cell("panel", outputs=[nbformat.v4.new_output(
+                    "display_data", data={build_slides.WIDGET_VIEW: view, "text/plain": "VBox(children=(...))"})])]
+    nb.metadata["widgets"] = {build_slides.WIDGET_STATE: {"version_major": 2, "version_minor": 0, "state": saved}}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_widget_without_saved_state_stops_the_build(tmp_path, capsys):
+    box = {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_bb22"]}}
+    unsaved = _widget_notebook(tmp_path / "unsaved.ipynb", {})
+    with pytest.raises(build_slides.MissingWidgetState, match=r"cell 2: widget aa11.*\n.*Save Jupyter widget state"):
+        build_slides.export_notebook(unsaved, tmp_path / "slides")
+    assert build_slides.main([str(unsaved), "--out", str(tmp_path / "slides")]) == 1
+    assert "cell 2: widget aa11" in capsys.readouterr().err
+    assert not (tmp_path / "slides" / "unsaved.slides.html").exists()
+    part_missing = _widget_notebook(tmp_path / "part.ipynb", {"aa11": box})
+    assert build_slides.missing_widget_state(nbformat.read(part_missing, 4)) == [
+        "metadata: widget bb22 (a part of a saved widget)"]
+    whole = _widget_notebook(tmp_path / "whole.ipynb", {"aa11": box, "bb22": {"model_name": "LayoutModel"}})
+    assert build_slides.export_notebook(whole, tmp_path / "slides").is_file()
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_committed_notebook_holds_the_state_of_its_widgets(notebook):
+    assert build_slides.missing_widget_state(nbformat.read(notebook, 4)) == []
+
+
+def test_slides_are_16_by_9_and_keep_the_case_of_their_titles(tmp_path):
+    page = build_slides.export_notebook(small_notebook(tmp_path / "small.ipynb"), tmp_path).read_text(encoding="utf-8")
+    assert "width: 1280," in page and "height: 720," in page
+    assert "text-transform: none" in page
+    assert 'Reveal.on("slidechanged", watch)' in page          # the fit-to-slide script is in the deck
+
+
+def test_lab_settings_turn_on_widget_state_and_keep_other_settings(tmp_path):
+    spec = importlib.util.spec_from_file_location("lab_settings", ROOT / "tools" / "lab_settings.py")
+    lab_settings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab_settings)
+    path = lab_settings.overrides_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},'
+                    ' "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": false}}')
+    assert lab_settings.main(["--prefix", str(tmp_path)]) == 0
+    assert json.loads(path.read_text()) == {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+                                            "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+    # the environment running the tests was installed by `make install`, which runs the script
+    installed = lab_settings.overrides_file(sys.prefix)
+    assert installed.is_file(), f"{installed} is missing: run `python tools/lab_settings.py` (make install does)"
+    assert json.loads(installed.read_text())[lab_settings.PLUGIN]["saveState"] is True

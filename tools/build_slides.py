@@ -7,6 +7,11 @@ files a deck needs into ``<out>/vendor/`` and points the exporter at them with r
 (``reveal_url_prefix``, ``mathjax_url``, ...). Every deck is then checked: each file it loads must be
 local and present. ``<out>/index.html`` links the decks.
 
+Before exporting, each notebook is checked for widget outputs whose state was not saved (JupyterLab
+saves widget state only with its ``saveState`` setting, which ``make install`` turns on): such a deck
+would show ``VBox(children=(...`` text, so the build stops and names the cells. Slides are 1280 x 720;
+a slide taller than that is scaled down to fit, and the ``# NBVAL_*`` test markers are left out.
+
     python tools/build_slides.py                       # every notebooks/*.ipynb -> slides/
     python tools/build_slides.py notebooks/01_elbo.ipynb --out /some/folder
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -110,17 +116,71 @@ def copy_assets(node_modules: Path, out: Path) -> Path:
     return vendor
 
 
+#: A code line that only marks a cell for the notebook tests (nbval), e.g. ``# NBVAL_IGNORE_OUTPUT``.
+TEST_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_[A-Z_]+[ \t]*\n?", re.MULTILINE)
+SLIDE_SIZE = (1280, 720)        # reveal.js's slide size in px: a 16:9 projector without scaling
+
+
+def strip_test_markers(nb, resources):
+    """nbconvert preprocessor: remove the :data:`TEST_MARKER` lines from every code cell."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = TEST_MARKER.sub("", cell.source)
+    return nb, resources
+
+
 def make_exporter():
-    """nbconvert's SlidesExporter with every asset URL local (:data:`LOCAL_URLS`); long slides scroll."""
+    """nbconvert's SlidesExporter with every asset URL local (:data:`LOCAL_URLS`), 1280 x 720 slides and
+    no test markers."""
     from nbconvert import SlidesExporter
     from traitlets.config import Config
 
     config = Config()
     config.SlidesExporter.update(LOCAL_URLS)
     config.SlidesExporter.update(template_name="ssvae_reveal", extra_template_basedirs=[str(TEMPLATES)],
-                                 reveal_scroll=True, reveal_theme="white", reveal_transition="fade",
+                                 reveal_width=str(SLIDE_SIZE[0]), reveal_height=str(SLIDE_SIZE[1]),
+                                 reveal_scroll=False, reveal_theme="white", reveal_transition="fade",
                                  exclude_input_prompt=True, exclude_output_prompt=True)
-    return SlidesExporter(config=config)
+    exporter = SlidesExporter(config=config)
+    exporter.register_preprocessor(strip_test_markers, enabled=True)
+    return exporter
+
+
+# -- widget state ----------------------------------------------------------------------------------------
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+class MissingWidgetState(ValueError):
+    """A notebook shows widgets whose state it does not hold: its deck would show them as text."""
+
+
+def missing_widget_state(nb: dict) -> list[str]:
+    """'cell N: widget ID' for each widget a notebook's outputs show (or a saved widget refers to) whose
+    state is not in ``metadata.widgets``. ``nb``: the notebook as JSON."""
+    state = nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    missing = []
+    for number, cell in enumerate(nb.get("cells", []), start=1):
+        for output in cell.get("outputs", []):
+            model = output.get("data", {}).get(WIDGET_VIEW, {}).get("model_id")
+            if model is not None and model not in state:
+                missing.append(f"cell {number}: widget {model}")
+    referenced = set(re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state)))
+    missing += [f"metadata: widget {model} (a part of a saved widget)" for model in sorted(referenced - set(state))]
+    return missing
+
+
+def check_widget_state(notebook: Path) -> None:
+    """Raise :class:`MissingWidgetState`, naming the cells and the fix, when widget state is missing."""
+    missing = missing_widget_state(json.loads(Path(notebook).read_text(encoding="utf-8")))
+    if missing:
+        raise MissingWidgetState(
+            f"{notebook}: {len(missing)} widget(s) without saved state, so the slides would show them as "
+            f"'VBox(children=(...' text:\n  " + "\n  ".join(missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
+            + "\nJupyterLab saves widget state only with Settings > Jupyter Widgets > 'Save Jupyter widget "
+              "state in notebooks' on (`make install` turns it on: python tools/lab_settings.py). Open the "
+              "notebook, run all cells and save it again; or re-run it with `jupyter nbconvert --to notebook "
+              "--execute --inplace NOTEBOOK`.")
 
 
 # -- which files a page loads --------------------------------------------------------------------------
@@ -229,6 +289,7 @@ def _check_notebook(notebook: Path) -> Path:
 def export_notebook(notebook: Path, out: Path, exporter=None) -> Path:
     """Write ``out/<name>.slides.html`` for one notebook (assets are not copied here)."""
     notebook = _check_notebook(notebook)
+    check_widget_state(notebook)
     body, _ = (exporter or make_exporter()).from_filename(str(notebook), resources={"vendor": VENDOR})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,10 +313,13 @@ def write_index(decks: list[Path], out: Path) -> Path:
 
 def build(notebooks: list[Path], out: Path = DEFAULT_OUT,
           asset_cache: Path = DEFAULT_ASSET_CACHE) -> list[Path]:
-    """Install and copy the assets, export every notebook, check each deck opens offline."""
+    """Check the notebooks' widget state, install and copy the assets, export every notebook, check each
+    deck opens offline."""
     if not notebooks:
         raise ValueError("no notebooks to export")
     notebooks = [_check_notebook(nb) for nb in notebooks]
+    for notebook in notebooks:
+        check_widget_state(notebook)
     copy_assets(install_assets(asset_cache), out)
     exporter = make_exporter()
     decks = [export_notebook(nb, out, exporter) for nb in notebooks]
@@ -274,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where npm installs the pinned packages (default: build/slides-assets/)")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted(DEFAULT_NOTEBOOKS.glob("*.ipynb"))
-    decks = build(notebooks, args.out, args.asset_cache)
+    try:
+        decks = build(notebooks, args.out, args.asset_cache)
+    except MissingWidgetState as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     for deck in decks:
         print(f"wrote {deck}")
     print(f"open {(args.out / 'index.html').resolve().as_uri()} in a browser (works offline)")

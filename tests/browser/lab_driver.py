@@ -96,9 +96,11 @@ class LabServer:
                 self.process.wait(10)
 
 
-def start_lab(root: Path, workdir: Path, log: Path, timeout: float = 120) -> LabServer:
+def start_lab(root: Path, workdir: Path, log: Path, timeout: float = 120,
+              environment: dict[str, str | None] | None = None) -> LabServer:
     """Start JupyterLab serving ``root``; its settings, workspaces, runtime and config folders live in
-    ``workdir``; its output goes to ``log``. Returns once ``/api/status`` answers."""
+    ``workdir``; its output goes to ``log``; ``environment`` sets (or, with None, removes) variables of its
+    kernels' environment. Returns once ``/api/status`` answers."""
     root, workdir = Path(root).resolve(), Path(workdir)
     if not root.is_dir():
         raise ValueError(f"no folder to serve at {root}")
@@ -114,6 +116,11 @@ def start_lab(root: Path, workdir: Path, log: Path, timeout: float = 120) -> Lab
                JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
                JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]), IPYTHONDIR=str(dirs["ipython"]))
     env.pop("MPLBACKEND", None)          # kernels draw inline, as in a user's JupyterLab
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     port = free_port()
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +263,19 @@ class NotebookPage:
             return calm >= 3
 
         self._wait("all cells run", finished, timeout)
+
+    def run_cell(self, index: int, timeout: float = 120) -> None:
+        """Run the code cell at ``index`` (0-based, counting every cell) and wait until the kernel is idle."""
+        self.page.evaluate("""async index => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            panel.content.activeCellIndex = index;
+            await window.jupyterapp.commands.execute('notebook:run-cell');
+        }""", index)
+        self._wait("the cell run", lambda: self.server.kernel_state(self.notebook) == "idle", timeout)
+
+    def save(self) -> None:
+        """File > Save, as a presenter (or autosave) does."""
+        self.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
 
     def cut_texts(self, container) -> list[str]:
         """The description labels, button texts and dropdown options inside ``container`` that the page

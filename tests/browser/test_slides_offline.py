@@ -58,3 +58,67 @@ def test_deck_opens_offline(browser, slides_dir, artifacts, notebook, request):
     assert asked_network == [], "the deck asked for files on the network"
     assert failed == [], "files of the deck failed to load"
     assert errors == [], "the deck's scripts raised"
+
+
+# the first slide of each kind: [kind, "#/h/v"] (leaf sections in document order)
+_SLIDE_KINDS_JS = """() => {
+    const kinds = {}, stacks = [...document.querySelectorAll('.reveal .slides > section')];
+    stacks.forEach((stack, h) => {
+        const leaves = stack.querySelector('section') ? [...stack.children].filter(s => s.matches('section'))
+                                                       : [stack];
+        leaves.forEach((slide, v) => {
+            const kind = h === 0 && v === 0 ? 'title'
+                : slide.querySelector('script[type="application/vnd.jupyter.widget-view+json"], .jupyter-widgets')
+                    ? 'widget panel'
+                : slide.querySelector('.jp-CodeCell .jp-OutputArea-output img') ? 'code and figure'
+                : slide.querySelector('.jp-CodeCell') ? 'code and printed output' : 'text and equations';
+            if (!(kind in kinds)) kinds[kind] = `#/${h}/${v}`;
+        });
+    });
+    return kinds;
+}"""
+
+# where the shown part of the current slide lies, its scale, and how its titles are cased
+_CURRENT_SLIDE_JS = """() => {
+    const present = [...document.querySelectorAll('.reveal .slides section.present')];
+    const slide = present[present.length - 1];
+    let top = Infinity, bottom = -Infinity, left = Infinity, right = -Infinity;
+    for (const child of slide.children) {
+        if (child.classList.contains('fragment') && !child.classList.contains('visible')) continue;
+        const r = child.getBoundingClientRect();
+        if (!r.height) continue;
+        top = Math.min(top, r.top); bottom = Math.max(bottom, r.bottom);
+        left = Math.min(left, r.left); right = Math.max(right, r.right);
+    }
+    return {top, bottom, left, right, scale: Number(slide.dataset.fitScale),
+            cases: [...slide.querySelectorAll('h1, h2, h3')].map(h => getComputedStyle(h).textTransform),
+            text: slide.innerText};
+}"""
+
+
+@pytest.mark.parametrize("notebook", DECKS)
+def test_one_slide_of_each_kind_fits_1280_by_720(browser, slides_dir, artifacts, notebook):
+    deck = slides_dir / notebook.replace(".ipynb", ".slides.html")
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, offline=True)
+    page = context.new_page()
+    try:
+        page.goto(deck.as_uri())
+        page.locator(".reveal.ready").wait_for(state="attached", timeout=60_000)
+        kinds = page.evaluate(_SLIDE_KINDS_JS)
+        seen = {}
+        for kind, where in kinds.items():
+            page.evaluate(f"() => {{ location.hash = '{where}/99'; }}")      # every fragment shown
+            page.wait_for_timeout(1500)                                      # typesetting, widgets, fit
+            seen[kind] = page.evaluate(_CURRENT_SLIDE_JS)
+            page.screenshot(path=str(artifacts / f"slides-{Path(notebook).stem}-{kind.replace(' ', '-')}.png"))
+    finally:
+        context.close()
+    assert {"title", "text and equations"} <= set(kinds), kinds
+    assert notebook != "05_latent_traversal.ipynb" or {"widget panel", "code and figure"} <= set(kinds), kinds
+    for kind, box in seen.items():
+        where = f"{notebook}, {kind} slide {kinds[kind]}"
+        assert box["top"] >= -1 and box["bottom"] <= 721, f"{where} overflows vertically: {box}"
+        assert box["left"] >= -1 and box["right"] <= 1281, f"{where} overflows horizontally: {box}"
+        assert 0.3 <= box["scale"] <= 1, f"{where} is scaled to {box['scale']}"
+        assert set(box["cases"]) <= {"none"}, f"{where}: titles are not shown as written: {box['cases']}"
+        assert "NBVAL" not in box["text"], f"{where} shows a test marker"
