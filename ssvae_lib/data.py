@@ -66,8 +66,10 @@ MNIST_MD5: Mapping[str, str] = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-#: Public mirrors serving the four ``*.gz`` files, tried in this order.
-MNIST_MIRRORS: tuple[str, ...] = (
+#: Mirrors serving the four ``*.gz`` files, tried in this order: ``$SSVAE_MNIST_MIRRORS`` (comma-separated
+#: URLs of folders, e.g. a local mirror behind a firewall) if set, else two public ones.
+MNIST_MIRRORS: tuple[str, ...] = tuple(url.strip() for url in os.environ.get("SSVAE_MNIST_MIRRORS", "").split(",")
+                                       if url.strip()) or (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )

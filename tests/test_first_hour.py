@@ -2,7 +2,9 @@
 notebooks write into tracked files."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from ssvae_lib import __main__ as cli
@@ -28,3 +30,13 @@ def test_figures_of_the_demo_and_notebooks_go_to_an_ignored_folder(monkeypatch):
     ignored = subprocess.run(["git", "check-ignore", "-q", str(folder / "demo_analogies.png")], cwd=ROOT)
     assert ignored.returncode == 0                       # git ignores it: no tracked file changes
     assert settings.checkout_figures() == ROOT / "figures"
+
+
+def test_the_mirrors_can_be_named_in_the_environment():
+    code = "from ssvae_lib import data; print(','.join(data.MNIST_MIRRORS))"
+    env = dict(os.environ, SSVAE_MNIST_MIRRORS=" http://a.example/m/ ,http://b.example/m/")
+    named = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert named.stdout.strip() == "http://a.example/m/,http://b.example/m/"
+    env.pop("SSVAE_MNIST_MIRRORS")
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert default.stdout.strip().startswith("https://ossci-datasets.s3.amazonaws.com/mnist/")
