@@ -84,7 +84,8 @@ def image_grid(images, image_shape, row_labels=None, col_labels=None, title=None
     if images.ndim == 2:
         images = images[None]
     rows, cols = images.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell + 0.6, rows * cell + 0.5), squeeze=False)
+    height = rows * cell + 0.5 + (0.3 if title else 0)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell + 0.6, height), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r, c]
@@ -96,7 +97,7 @@ def image_grid(images, image_shape, row_labels=None, col_labels=None, title=None
                 ax.set_ylabel(str(row_labels[r]), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / height) if title else None)   # the title's own room
     return fig
 
 
@@ -212,7 +213,9 @@ LIVE_PANELS = (("accuracy", "test accuracy of q(y|x)"), ("elbo", "test ELBO (nat
 
 class LiveTrainingFigure:
     """What the live training panel shows: the training objective per optimisation step (−Eq. 10 per
-    image, lower is better) and, per epoch, the evaluation accuracy and ELBO; one colour per run, named
+    image, lower is better; an epoch's last step dips, its unlabelled sum covering fewer images than the
+    nominal batch it is divided by, see ``engine.step_terms``; grey lines mark the epoch ends) and, per
+    epoch, the evaluation accuracy and ELBO; one colour per run, named
     in the legend by its label. The figure is kept between redraws: :meth:`update` moves the data of the
     lines it has and adds lines for new runs, which costs a fraction of drawing the figure anew. A bare
     ``Figure`` (not pyplot), so a background thread may draw it."""
@@ -220,7 +223,10 @@ class LiveTrainingFigure:
     def __init__(self, figsize=(12, 2.8)):
         self.figure = Figure(figsize=figsize)
         self.axes = self.figure.subplots(1, 1 + len(LIVE_PANELS))
-        decorate(self.axes[0], "training objective (−Eq. 10 per image)", xlabel="step")
+        decorate(self.axes[0], "training objective (−Eq. 10 per image)",
+                 xlabel="step (grey: epoch ends; a smaller last batch dips)")
+        self.axes[0].xaxis.label.set_fontsize(7)
+        self._epoch_ends = None            # grey lines at the newest run's epoch ends
         for ax, (_, title) in zip(self.axes[1:], LIVE_PANELS):
             decorate(ax, title, xlabel="epoch")
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -248,6 +254,11 @@ class LiveTrainingFigure:
                 epochs, values = _series(list(run.history), key)
                 line.set_data(epochs, values)
                 last_epoch = max([last_epoch, *epochs])
+        ends = [e["step"] for e in runs[-1].history if "step" in e] if runs else []
+        if self._epoch_ends is not None:
+            self._epoch_ends.remove()
+        self._epoch_ends = self.axes[0].vlines(ends, 0, 1, transform=self.axes[0].get_xaxis_transform(),
+                                               colors="0.8", lw=0.6, zorder=0)
         for ax in self.axes:
             ax.relim()
             ax.autoscale_view()
@@ -369,10 +380,12 @@ def _sweep_figure(rows, x: str, fig, title: str | None, by_protocol: bool):
         decorate(ax, label, xticks=range(len(values)), xticklabels=[f"{v:g}" for v in values])
         ax.set_xlabel(SWEEP_AXES[x], fontsize=8)
         ax.tick_params(labelsize=8)
-    axes[1, 0].legend(fontsize=7)
+    handles, labels = axes[1, 0].get_legend_handles_labels()
+    if handles:                      # beside the panels, where it covers no data
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.865, 0.5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     return fig
 
 

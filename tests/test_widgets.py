@@ -489,12 +489,15 @@ def test_tile_images_and_png_bytes():
 
 
 def test_live_training_figure_draws_each_series_and_updates_its_lines_in_place():
-    history = [{"epoch": 1, "test_accuracy": 0.5, "test_elbo": -200.0},
-               {"epoch": 2, "test_accuracy": 0.7, "test_elbo": -150.0}]
+    history = [{"epoch": 1, "step": 2, "test_accuracy": 0.5, "test_elbo": -200.0},
+               {"epoch": 2, "step": 3, "test_accuracy": 0.7, "test_elbo": -150.0}]
     first = widgets.LiveRun(TrainConfig(), [1, 2, 3], [300.0, 250.0, 240.0], history, "α=50, M=100")
     live = plots.LiveTrainingFigure()
     fig = live.update([first])
     loss_ax, acc_ax, elbo_ax = fig.axes
+    ends, = loss_ax.collections                                  # the epoch ends, where the loss dips
+    assert [segment[0][0] for segment in ends.get_segments()] == [2, 3]
+    assert "epoch ends" in loss_ax.get_xlabel()
     assert list(loss_ax.lines[0].get_ydata()) == [300.0, 250.0, 240.0]
     assert list(acc_ax.lines[0].get_ydata()) == [0.5, 0.7]
     assert list(elbo_ax.lines[0].get_xdata()) == [1, 2]
@@ -563,5 +566,19 @@ def test_protocol_panels_show_mean_std_and_every_seed():
     from matplotlib.collections import PathCollection
     dots = [c for c in accuracy_ax.collections if isinstance(c, PathCollection)]
     assert sum(len(c.get_offsets()) for c in dots) == 8                 # 2 protocols x 2 alphas x 2 seeds
+    fig.canvas.draw()                                                   # the legend lies beside every panel
+    renderer = fig.canvas.get_renderer()
+    legend, = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["corrected, M = 100", "thesis, M = 100"]
+    assert all(legend.get_window_extent(renderer).x0 > ax.get_window_extent(renderer).x1 for ax in fig.axes)
     with pytest.raises(ValueError, match="x must be one of"):
         plots.protocol_panels(rows, "seed")
+
+
+@pytest.mark.parametrize("rows", [1, 2, 10])
+def test_an_image_grid_keeps_its_title_clear_of_the_first_row(rows):
+    fig = plots.image_grid(torch.rand(rows, 8, 64), (8, 8), title="Samples from the prior: one row per digit y",
+                           col_labels=list(range(8)))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert fig._suptitle.get_window_extent(renderer).y0 >= max(ax.get_tightbbox(renderer).y1 for ax in fig.axes)
