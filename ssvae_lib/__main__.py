@@ -61,7 +61,7 @@ def _report(result, seconds: float) -> None:
           f"wall time: {seconds:.1f} s  fast mode: {settings.FAST}")
     if last:
         print(f"{last['split']} accuracy {last['accuracy']:.4f}  {last['split']} ELBO {last['elbo']:.2f}  "
-              f"IWAE log p(x) {last['log_likelihood']:.2f} nats")
+              f"IWAE bound {last['log_likelihood']:.2f} nats")
         print(f"ELBO and IWAE: {train.scored_as(result.config)}")
 
 

@@ -20,7 +20,7 @@ from .checks import check_choice
 from .engine import upgrade_record
 
 HISTORY_PANELS = (("train_loss", "training loss (−Eq. 10 per image)"), ("accuracy", "accuracy"),
-                  ("elbo", "ELBO (nats)"), ("log_likelihood", "IWAE log p(x) (nats)"))
+                  ("elbo", "test ELBO (nats)"), ("log_likelihood", "test IWAE bound (nats)"))
 
 
 def new_figure(fig, figsize, pyplot: bool = False):
@@ -452,6 +452,39 @@ def accuracy_table(rows, reference: dict | None = None) -> tuple[list[dict], str
     note = ("\nCells: test accuracy in %, mean ± standard deviation over seeds (number of seeds). "
             "Reference lines are published full-MNIST numbers; other datasets are not comparable to them.\n")
     return long_rows, "\n".join(lines) + "\n" + note
+
+
+def sweep_table(rows, x: str, key: str, digits: int = 2) -> str:
+    """Markdown table of ``key`` (a :func:`~ssvae_lib.store.result_row` field) for a grid's finished runs:
+    one line per (protocol, M), one column per value of ``x``, cells "mean ± std (seeds)"."""
+    check_choice("x", x, SWEEP_AXES)
+    rows = _ok(rows)
+    values = sorted({r[x] for r in rows})
+    groups = sorted({(r["protocol"], r["n_labelled"]) for r in rows}, key=lambda g: (g[0], *_size_order(g[1])))
+    lines = ["| protocol | M | " + " | ".join(f"{x} = {v:g}" for v in values) + " |",
+             "|---|---|" + "---|" * len(values)]
+    for protocol, m in groups:
+        cells = []
+        for v in values:
+            mean, std, n = _mean_std(r.get(key) for r in rows
+                                     if (r["protocol"], r["n_labelled"], r[x]) == (protocol, m, v))
+            cells.append(f"{mean:.{digits}f} ± {std:.{digits}f} ({n})" if n else "–")
+        lines.append(f"| {protocol} | {_m_label(m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_trend(rows, x: str, key: str, protocol: str, n_labelled) -> tuple[str, tuple, tuple]:
+    """How ``key`` moves from the smallest to the largest value of ``x`` for one (protocol, M):
+    "rises" / "falls" when the two means differ by more than the sum of their standard deviations over
+    seeds, else "flat"; with the (mean, std, seeds) at both ends."""
+    rows = [r for r in _ok(rows) if r["protocol"] == protocol and r["n_labelled"] == n_labelled]
+    if not rows:
+        raise ValueError(f"no finished runs for protocol {protocol!r}, M = {n_labelled}")
+    low, high = (_mean_std(r.get(key) for r in rows if r[x] == v) for v in (min(r[x] for r in rows),
+                                                                              max(r[x] for r in rows)))
+    margin = low[1] + high[1]
+    verdict = "rises" if high[0] - low[0] > margin else "falls" if low[0] - high[0] > margin else "flat"
+    return verdict, low, high
 
 
 def _sweep_title(grid: str, rows, error_bars: bool = True) -> str:

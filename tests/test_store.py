@@ -378,3 +378,17 @@ def test_sweep_panels_one_line_per_labelled_set_size():
     assert any(t.get_text() == "not computed" for t in axes[2].texts)  # a score that is absent
     with pytest.raises(ValueError, match="x must be one of"):
         plots.sweep_panels(rows, "seed")
+
+
+def test_sweep_table_and_trend_summarise_seeds_per_protocol_and_size():
+    rows = [dict(status="ok", protocol=p, n_labelled=100, alpha=a, seed=s, accuracy=base + a / 100 + s / 100)
+            for p, base in (("corrected", 0.5), ("thesis", 0.2)) for a in (0.1, 100.0) for s in (0, 1)]
+    rows.append(dict(status="failed", protocol="thesis", n_labelled=100, alpha=100.0, seed=2, accuracy=None))
+    table = plots.sweep_table(rows, "alpha", "accuracy")
+    assert "| corrected | 100 | 0.51 ± 0.01 (2) | 1.50 ± 0.01 (2) |" in table
+    verdict, low, high = plots.sweep_trend(rows, "alpha", "accuracy", "thesis", 100)
+    assert verdict == "rises" and low[2] == high[2] == 2 and high[0] == pytest.approx(1.205)
+    flat = [dict(r, accuracy=0.5 + r["seed"] / 10) for r in rows if r["status"] == "ok"]
+    assert plots.sweep_trend(flat, "alpha", "accuracy", "thesis", 100)[0] == "flat"
+    with pytest.raises(ValueError, match="no finished runs"):
+        plots.sweep_trend(rows, "alpha", "accuracy", "thesis", 600)
