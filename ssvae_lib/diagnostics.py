@@ -1,0 +1,85 @@
+"""Health indicators of the style code z (supporting document 004, §"indicators"): how much each unit of
+z is used, and how much z says about the image.
+
+* :func:`kl_per_dimension` — KL(q(z_j|x) ‖ N(0, 1)) averaged over images, per unit: a unit whose KL is ~0
+  carries nothing (posterior collapse of that unit);
+* :func:`active_units` — the units whose posterior mean varies across images, Var_x(E_q[z_j|x]) > 0.01
+  (Burda et al. 2016, §5.2);
+* :func:`mutual_information` — I(x; z) of the encoder, E_x E_q(z|x)[log q(z|x) − log q(z)] with q(z) the
+  aggregate posterior (1/N) Σ_n q(z|x_n) of the N images; at most log N.
+
+All take the Gaussian posterior's ``mu`` and ``log_sigma`` (``[N, Dz]``); :func:`diagnose` reads them off a
+model: q(z|x, y) with the true labels (the label-first order; predicted labels when none are given) or
+q(z|x) (the style-first order).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .checks import check_int, check_real
+
+ACTIVE_THRESHOLD = 0.01          # Burda et al. 2016: a unit is active when Var_x E[z_j|x] exceeds this
+
+
+def _check_posterior(mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
+    if mu.ndim != 2 or mu.shape != log_sigma.shape or len(mu) == 0:
+        raise ValueError(f"mu and log_sigma must both be [N, Dz] with N >= 1, got {tuple(mu.shape)} and "
+                         f"{tuple(log_sigma.shape)}")
+
+
+def kl_per_dimension(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Mean over images of KL(N(μ_j, σ_j²) ‖ N(0, 1)) = ½(σ_j² + μ_j² − 1) − log σ_j, per unit: ``[Dz]``.
+    Their sum is the KL term of the ELBO (Eq. 1), averaged over the images."""
+    _check_posterior(mu, log_sigma)
+    return (0.5 * (torch.exp(2 * log_sigma) + mu ** 2 - 1) - log_sigma).mean(0)
+
+
+def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
+    """How many units have Var over images of their posterior mean above ``threshold``."""
+    if mu.ndim != 2 or len(mu) < 2:
+        raise ValueError(f"mu must be [N, Dz] with N >= 2 images, got {tuple(mu.shape)}")
+    check_real("threshold", threshold, low=0.0)
+    return int((mu.var(0) > threshold).sum())
+
+
+def mutual_information(mu: torch.Tensor, log_sigma: torch.Tensor, n_samples: int = 1,
+                       generator: torch.Generator | None = None) -> float:
+    """I(x; z) in nats for the encoder q(z|x) and the empirical distribution of the N images:
+    E_n E_{z ~ q(z|x_n)}[log q(z|x_n) − log (1/N) Σ_m q(z|x_m)], by ``n_samples`` draws per image
+    (the mixture is exact; only the outer expectation is sampled). Between 0 (z ignores x) and log N, up to
+    the Monte Carlo error of that expectation."""
+    _check_posterior(mu, log_sigma)
+    check_int("n_samples", n_samples, low=1)
+    n = len(mu)
+    eps = torch.randn((n_samples, *mu.shape), generator=generator, dtype=mu.dtype).to(mu.device)
+    z = mu + torch.exp(log_sigma) * eps                                                 # [S, N, Dz]
+    sigma = torch.exp(log_sigma)
+    # log q(z_{s,n} | x_m) for every pair: [S, N, M]
+    log_q = (-0.5 * ((z[:, :, None, :] - mu[None, None]) / sigma[None, None]) ** 2 - log_sigma[None, None]
+             - 0.5 * math.log(2 * math.pi)).sum(-1)
+    own = torch.diagonal(log_q, dim1=1, dim2=2)                                        # [S, N]
+    aggregate = torch.logsumexp(log_q, dim=-1) - math.log(n)
+    return float((own - aggregate).mean())
+
+
+@torch.no_grad()
+def style_posterior(model, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, log_sigma) of the model's style posterior for images ``x``: q(z|x, y) in the label-first order
+    (``y``: the true labels; the classifier's prediction when None), q(z|x) in the style-first order."""
+    x = model.check_input(x)
+    if model.order == "style_first":
+        return model.encode_marginal(x)
+    return model.encode(x, model.classify(x).argmax(-1) if y is None else y)
+
+
+def diagnose(model, x: torch.Tensor, y: torch.Tensor | None = None, n_samples: int = 1,
+             generator: torch.Generator | None = None) -> dict:
+    """The three indicators of the model's style code on images ``x`` (and labels ``y``, see
+    :func:`style_posterior`): per-unit KL, its sum, the number of active units, I(x; z) and its ceiling log N."""
+    mu, log_sigma = style_posterior(model, x, y)
+    kl = kl_per_dimension(mu, log_sigma)
+    return {"kl_per_dimension": kl.tolist(), "kl_total": float(kl.sum()), "active_units": active_units(mu),
+            "mutual_information": mutual_information(mu, log_sigma, n_samples, generator),
+            "mutual_information_ceiling": math.log(len(mu))}

@@ -1,0 +1,68 @@
+"""The style-code indicators against codes with known answers."""
+import math
+
+import pytest
+import torch
+
+from ssvae_lib import diagnostics, objectives
+from ssvae_lib.models import SSVAE
+
+F64 = torch.float64
+
+
+def test_kl_per_dimension_is_the_closed_form_and_sums_to_the_elbo_kl_term():
+    mu = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=F64)
+    log_sigma = torch.tensor([[0.0, math.log(2.0)], [0.0, math.log(2.0)]], dtype=F64)
+    kl = diagnostics.kl_per_dimension(mu, log_sigma)
+    assert kl[0] == pytest.approx(0.5)                                  # ½ μ² with σ = 1
+    assert kl[1] == pytest.approx(0.5 * (4 - 1) - math.log(2.0))        # ½(σ² − 1) − log σ with μ = 0
+    g = torch.Generator().manual_seed(0)
+    mu, log_sigma = torch.randn(50, 6, generator=g, dtype=F64), 0.3 * torch.randn(50, 6, generator=g, dtype=F64)
+    assert float(diagnostics.kl_per_dimension(mu, log_sigma).sum()) == pytest.approx(
+        float(objectives.gaussian_kl(mu, log_sigma).mean()), rel=1e-12)
+
+
+def test_active_units_count_the_units_whose_mean_moves_with_the_image():
+    g = torch.Generator().manual_seed(1)
+    mu = torch.zeros(200, 4, dtype=F64)
+    mu[:, 0] = torch.randn(200, generator=g, dtype=F64)                 # varies: active
+    mu[:, 1] = 3.0                                                      # constant: inactive whatever its value
+    mu[:, 2] = 0.05 * torch.randn(200, generator=g, dtype=F64)          # variance 0.0025 < 0.01: inactive
+    mu[:, 3] = 0.5 * torch.randn(200, generator=g, dtype=F64)           # variance 0.25: active
+    assert diagnostics.active_units(mu) == 2
+    assert diagnostics.active_units(mu, threshold=0.001) == 3
+    with pytest.raises(ValueError, match="N >= 2"):
+        diagnostics.active_units(mu[:1])
+
+
+def test_mutual_information_is_zero_for_a_code_that_ignores_the_image_and_log_n_for_one_that_names_it():
+    n = 64
+    same_mu, log_sigma = torch.zeros(n, 3, dtype=F64), torch.zeros(n, 3, dtype=F64)
+    assert diagnostics.mutual_information(same_mu, log_sigma) == pytest.approx(0.0, abs=1e-12)
+    apart = torch.zeros(n, 3, dtype=F64)
+    apart[:, 0] = 100.0 * torch.arange(n, dtype=F64)                    # every image its own far-away code
+    tiny = torch.full((n, 3), math.log(0.01), dtype=F64)
+    assert diagnostics.mutual_information(apart, tiny) == pytest.approx(math.log(n), abs=1e-9)
+
+
+def test_mutual_information_of_a_linear_gaussian_encoder():
+    # x ~ N(0, 1), q(z|x) = N(a x, s²): I(x; z) = ½ log(1 + a²/s²); N images approximate p(x)
+    g = torch.Generator().manual_seed(2)
+    a, s, n = 2.0, 0.5, 3000
+    x = torch.randn(n, 1, generator=g, dtype=F64)
+    estimate = diagnostics.mutual_information(a * x, torch.full_like(x, math.log(s)), n_samples=4, generator=g)
+    assert estimate == pytest.approx(0.5 * math.log(1 + a ** 2 / s ** 2), abs=0.03)
+
+
+def test_diagnose_reads_the_style_posterior_of_either_order():
+    torch.manual_seed(0)
+    x = torch.rand(32, 64)
+    for order in ("label_first", "style_first"):
+        model = SSVAE(input_dim=64, hidden_dim=16, n_classes=10, style_dim=3, order=order).eval()
+        report = diagnostics.diagnose(model, x, generator=torch.Generator().manual_seed(0))
+        assert len(report["kl_per_dimension"]) == 3 and 0 <= report["active_units"] <= 3
+        assert report["kl_total"] == pytest.approx(sum(report["kl_per_dimension"]))
+        # an untrained encoder barely separates the images: I(x; z) near 0, up to Monte Carlo error
+        assert -0.05 <= report["mutual_information"] <= report["mutual_information_ceiling"] == pytest.approx(math.log(32))
+    with pytest.raises(ValueError, match="must both be"):
+        diagnostics.kl_per_dimension(torch.zeros(3, 2), torch.zeros(3))
