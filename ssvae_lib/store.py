@@ -228,7 +228,8 @@ def migrate(results: str | Path) -> dict:
     manifests = {}
     for stem, manifest in _read_manifests(results).items():
         keys = _grid_keys(manifest, aliases)
-        write_json(results / GRIDS / f"{stem}.json", {**manifest, "format": MANIFEST_FORMAT, "keys": keys})
+        write_json(results / GRIDS / f"{stem}.json",        # the field order of add_to_manifest
+                   {"format": MANIFEST_FORMAT, **{k: v for k, v in manifest.items() if k != "format"}, "keys": keys})
         manifests[manifest["name"]] = (len(manifest["keys"]), len(keys))
     if records or csv_path.exists():
         write_results_csv(results, records)

@@ -16,12 +16,18 @@ from ssvae_lib.grid import GridSpec
 from ssvae_lib.train import TrainConfig
 
 COMMITTED = Path(__file__).parents[1] / "figures" / "sweep"
-# The README's two commands that produced the committed results (benchmarks section).
+# The commands of benchmarks/README.md that produced the committed results, and their runs.
 README_SWEEPS = (
     "sweep --preset thesis-alpha --name thesis-alpha-mnist10k --protocols thesis,corrected --n-labelled 100,1000 "
     "--seeds 0,1,2 --epochs 10 --dataset mnist-t10k --set iwae_examples=200",
     "sweep --preset paper-table --objectives ssvae --dataset mnist-t10k --name paper-table-mnist10k "
-    "--set iwae_examples=200")
+    "--set iwae_examples=200",
+    "sweep --preset thesis-alpha --name thesis-alpha-mnist10k-5seeds --protocols thesis,corrected "
+    "--n-labelled 100,1000 --seeds 0,1,2,3,4 --epochs 20 --dataset mnist-t10k --set iwae_examples=200",
+    "sweep --preset thesis-noise --name thesis-noise-mnist10k-5seeds --protocols thesis,corrected "
+    "--n-labelled 100,1000 --seeds 0,1,2,3,4 --epochs 20 --dataset mnist-t10k --set iwae_examples=200")
+README_SWEEP_RUNS = {"thesis-alpha-mnist10k": 96, "paper-table-mnist10k": 20, "thesis-alpha-mnist10k-5seeds": 160,
+                     "thesis-noise-mnist10k-5seeds": 120}
 SMALL = dict(dataset="digits", epochs=1, seeds=(0, 1), alphas=(1.0, 30.0),
              overrides=dict(hidden_dim=16, style_dim=4, n_samples=2, iwae_samples=2, iwae_examples=50,
                             max_train=300, max_test=100, batch_size=100, labelled_batch_size=20, device="cpu"))
@@ -322,16 +328,17 @@ def test_the_committed_results_are_the_migrated_first_format(tmp_path, monkeypat
     produced it then find every run done (the keys are reproduced), and results.csv keeps its rows."""
     monkeypatch.setattr(settings, "FAST", False)                             # the full-size configs
     assert not store.needs_migration(COMMITTED)
-    assert {name: len(rows) for name, rows in store.load_grids(COMMITTED).items()} == \
-        {"paper-table-mnist10k": 20, "thesis-alpha-mnist10k": 96}
+    assert {name: len(rows) for name, rows in store.load_grids(COMMITTED).items()} == README_SWEEP_RUNS
     copy = tmp_path / "sweep"
     shutil.copytree(COMMITTED, copy)
     to_first_format(copy)
     rows = len((copy / "results.csv").read_text().splitlines()) - 1
     counts = store.migrate(copy)
-    assert counts["records_before"] == counts["records_after"] == counts["csv_rows_after"] == rows == 116
+    shared = 20       # the corruption grid's r = 0 runs are the α grid's α = 50 runs: one record each
+    assert counts["records_before"] == counts["records_after"] == counts["csv_rows_after"] == rows == \
+        sum(README_SWEEP_RUNS.values()) - shared
     assert folder_state(copy) == folder_state(COMMITTED)
-    for command, n in zip(README_SWEEPS, (96, 20)):
+    for command, n in zip(README_SWEEPS, README_SWEEP_RUNS.values()):
         assert main(command.split() + ["--out", str(copy), "--dry-run"]) == 0
         assert f"{n} runs: {n} done, 0 failed, 0 to train in 0 chunk(s)" in capsys.readouterr().out
     assert len((copy / "results.csv").read_text().splitlines()) - 1 == rows
