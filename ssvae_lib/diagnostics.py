@@ -9,8 +9,8 @@ z is used, and how much z says about the image.
   aggregate posterior (1/N) Σ_n q(z|x_n) of the N images; at most log N.
 
 All take the Gaussian posterior's ``mu`` and ``log_sigma`` (``[N, Dz]``); :func:`diagnose` reads them off a
-model: q(z|x, y) with the true labels (the label-first order; predicted labels when none are given) or
-q(z|x) (the style-first order).
+model (``model.style_posterior``: q(z|x, y) with the given or predicted labels, or q(z|x) in the
+style-first order).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import math
 import torch
 
 from .checks import check_int, check_real
+from .objectives import gaussian_kl, gaussian_log_density
 
 ACTIVE_THRESHOLD = 0.01          # Burda et al. 2016: a unit is active when Var_x E[z_j|x] exceeds this
 
@@ -33,7 +34,7 @@ def kl_per_dimension(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """Mean over images of KL(N(μ_j, σ_j²) ‖ N(0, 1)) = ½(σ_j² + μ_j² − 1) − log σ_j, per unit: ``[Dz]``.
     Their sum is the KL term of the ELBO (Eq. 1), averaged over the images."""
     _check_posterior(mu, log_sigma)
-    return (0.5 * (torch.exp(2 * log_sigma) + mu ** 2 - 1) - log_sigma).mean(0)
+    return gaussian_kl(mu[..., None], log_sigma[..., None]).mean(0)        # each unit its own 1-d KL
 
 
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
@@ -55,30 +56,18 @@ def mutual_information(mu: torch.Tensor, log_sigma: torch.Tensor, n_samples: int
     n = len(mu)
     eps = torch.randn((n_samples, *mu.shape), generator=generator, dtype=mu.dtype).to(mu.device)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, N, Dz]
-    sigma = torch.exp(log_sigma)
-    # log q(z_{s,n} | x_m) for every pair: [S, N, M]
-    log_q = (-0.5 * ((z[:, :, None, :] - mu[None, None]) / sigma[None, None]) ** 2 - log_sigma[None, None]
-             - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_q = gaussian_log_density(z[:, :, None, :], mu, log_sigma)      # log q(z_{s,n} | x_m) for every pair: [S, N, M]
     own = torch.diagonal(log_q, dim1=1, dim2=2)                                        # [S, N]
     aggregate = torch.logsumexp(log_q, dim=-1) - math.log(n)
     return float((own - aggregate).mean())
 
 
-@torch.no_grad()
-def style_posterior(model, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, log_sigma) of the model's style posterior for images ``x``: q(z|x, y) in the label-first order
-    (``y``: the true labels; the classifier's prediction when None), q(z|x) in the style-first order."""
-    x = model.check_input(x)
-    if model.order == "style_first":
-        return model.encode_marginal(x)
-    return model.encode(x, model.classify(x).argmax(-1) if y is None else y)
-
-
 def diagnose(model, x: torch.Tensor, y: torch.Tensor | None = None, n_samples: int = 1,
              generator: torch.Generator | None = None) -> dict:
-    """The three indicators of the model's style code on images ``x`` (and labels ``y``, see
-    :func:`style_posterior`): per-unit KL, its sum, the number of active units, I(x; z) and its ceiling log N."""
-    mu, log_sigma = style_posterior(model, x, y)
+    """The three indicators of the model's style code on images ``x`` (and labels ``y``; the predicted ones
+    when None): per-unit KL, its sum, the number of active units, I(x; z) and its ceiling log N."""
+    with torch.no_grad():
+        mu, log_sigma = model.style_posterior(model.check_input(x), y)
     kl = kl_per_dimension(mu, log_sigma)
     return {"kl_per_dimension": kl.tolist(), "kl_total": float(kl.sum()), "active_units": active_units(mu),
             "mutual_information": mutual_information(mu, log_sigma, n_samples, generator),

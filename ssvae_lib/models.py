@@ -177,14 +177,17 @@ class SSVAE(nn.Module):
         """Pixel means E[x|y,z] of the observation model."""
         return self.observation.mean(self.decode(y, z))
 
+    def style_posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of the style's posterior for each image: q(z|x) in the style-first order,
+        q(z|x, y) in the label-first one (given y, or the predicted y when None)."""
+        if self.order == "style_first":
+            return self.encode_marginal(x)
+        return self.encode(x, self.classify(x).argmax(-1) if y is None else y)
+
     @torch.no_grad()
     def infer_style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior mean of the style z for each image (given y, or the predicted y when None)."""
-        if self.order == "style_first":
-            return self.encode_marginal(x)[0]
-        if y is None:
-            y = self.classify(x).argmax(-1)
-        return self.encode(x, y)[0]
+        return self.style_posterior(x, y)[0]
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,7 +263,11 @@ class MultiLabelSSVAE(SSVAE):
         """argmax_k q(y_k|x) for every label: int64 ``[B, K]``."""
         return torch.stack([logits.argmax(-1) for logits in self.classify(x)], dim=-1)
 
+    def style_posterior(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of q(z|x, labels) (the predicted labels when None): each ``[B, Dz]``."""
+        return self.encode(x, self.predict(x) if labels is None else labels)
+
     @torch.no_grad()
     def infer_style(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior mean of z given the labels (the predicted labels when None): ``[B, Dz]``."""
-        return self.encode(x, self.predict(x) if labels is None else labels)[0]
+        return self.style_posterior(x, labels)[0]

@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+from torch.distributions import Normal, kl_divergence
 
-from ssvae_lib import diagnostics, objectives
-from ssvae_lib.models import SSVAE
+from ssvae_lib import diagnostics
+from ssvae_lib.models import MultiLabelSSVAE, SSVAE
 
 F64 = torch.float64
 
@@ -18,8 +19,8 @@ def test_kl_per_dimension_is_the_closed_form_and_sums_to_the_elbo_kl_term():
     assert kl[1] == pytest.approx(0.5 * (4 - 1) - math.log(2.0))        # ½(σ² − 1) − log σ with μ = 0
     g = torch.Generator().manual_seed(0)
     mu, log_sigma = torch.randn(50, 6, generator=g, dtype=F64), 0.3 * torch.randn(50, 6, generator=g, dtype=F64)
-    assert float(diagnostics.kl_per_dimension(mu, log_sigma).sum()) == pytest.approx(
-        float(objectives.gaussian_kl(mu, log_sigma).mean()), rel=1e-12)
+    reference = kl_divergence(Normal(mu, log_sigma.exp()), Normal(0.0, 1.0)).mean(0)     # torch's own KL
+    assert torch.allclose(diagnostics.kl_per_dimension(mu, log_sigma), reference, rtol=1e-12)
 
 
 def test_active_units_count_the_units_whose_mean_moves_with_the_image():
@@ -51,6 +52,7 @@ def test_mutual_information_of_a_linear_gaussian_encoder():
     a, s, n = 2.0, 0.5, 3000
     x = torch.randn(n, 1, generator=g, dtype=F64)
     estimate = diagnostics.mutual_information(a * x, torch.full_like(x, math.log(s)), n_samples=4, generator=g)
+    # 0.03: about 3 standard deviations of this estimate over seeds (0.0097 over 10 seeds)
     assert estimate == pytest.approx(0.5 * math.log(1 + a ** 2 / s ** 2), abs=0.03)
 
 
@@ -59,10 +61,12 @@ def test_diagnose_reads_the_style_posterior_of_either_order():
     x = torch.rand(32, 64)
     for order in ("label_first", "style_first"):
         model = SSVAE(input_dim=64, hidden_dim=16, n_classes=10, style_dim=3, order=order).eval()
-        report = diagnostics.diagnose(model, x, generator=torch.Generator().manual_seed(0))
+        # 64 draws per image: the estimate's standard deviation over seeds is about 0.008 nats here
+        report = diagnostics.diagnose(model, x, n_samples=64, generator=torch.Generator().manual_seed(0))
         assert len(report["kl_per_dimension"]) == 3 and 0 <= report["active_units"] <= 3
         assert report["kl_total"] == pytest.approx(sum(report["kl_per_dimension"]))
-        # an untrained encoder barely separates the images: I(x; z) near 0, up to Monte Carlo error
-        assert -0.05 <= report["mutual_information"] <= report["mutual_information_ceiling"] == pytest.approx(math.log(32))
+        assert 0 <= report["mutual_information"] <= report["mutual_information_ceiling"] == pytest.approx(math.log(32))
+    two_labels = MultiLabelSSVAE(input_dim=64, hidden_dim=16, label_sizes=(3, 4), style_dim=3).eval()
+    assert diagnostics.diagnose(two_labels, x)["active_units"] <= 3
     with pytest.raises(ValueError, match="must both be"):
         diagnostics.kl_per_dimension(torch.zeros(3, 2), torch.zeros(3))
