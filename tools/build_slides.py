@@ -279,17 +279,21 @@ def check_offline(deck: Path) -> None:
 
 
 # -- building ------------------------------------------------------------------------------------------
-def _check_notebook(notebook: Path) -> Path:
+def _checked_notebook(notebook: Path) -> Path:
+    """``notebook`` if it is an existing .ipynb file holding the state of its widgets (else an error)."""
     notebook = Path(notebook)
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise ValueError(f"expected an existing .ipynb file, got {notebook}")
+    check_widget_state(notebook)
     return notebook
 
 
 def export_notebook(notebook: Path, out: Path, exporter=None) -> Path:
     """Write ``out/<name>.slides.html`` for one notebook (assets are not copied here)."""
-    notebook = _check_notebook(notebook)
-    check_widget_state(notebook)
+    return _export(_checked_notebook(notebook), out, exporter)
+
+
+def _export(notebook: Path, out: Path, exporter=None) -> Path:
     body, _ = (exporter or make_exporter()).from_filename(str(notebook), resources={"vendor": VENDOR})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,16 +317,14 @@ def write_index(decks: list[Path], out: Path) -> Path:
 
 def build(notebooks: list[Path], out: Path = DEFAULT_OUT,
           asset_cache: Path = DEFAULT_ASSET_CACHE) -> list[Path]:
-    """Check the notebooks' widget state, install and copy the assets, export every notebook, check each
-    deck opens offline."""
+    """Check every notebook's widget state, install and copy the assets, export every notebook, check each
+    deck opens offline (a notebook that fails its check stops the build before anything is written)."""
     if not notebooks:
         raise ValueError("no notebooks to export")
-    notebooks = [_check_notebook(nb) for nb in notebooks]
-    for notebook in notebooks:
-        check_widget_state(notebook)
+    notebooks = [_checked_notebook(nb) for nb in notebooks]
     copy_assets(install_assets(asset_cache), out)
     exporter = make_exporter()
-    decks = [export_notebook(nb, out, exporter) for nb in notebooks]
+    decks = [_export(nb, out, exporter) for nb in notebooks]
     for deck in decks:
         check_offline(deck)
     write_index(decks, out)
