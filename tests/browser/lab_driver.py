@@ -228,7 +228,8 @@ class NotebookPage:
         (element or self.page).screenshot(path=str(path))
         return path
 
-    def _wait(self, what: str, ready, timeout: float, poll: float = 0.5):
+    def wait_until(self, what: str, ready, timeout: float, poll: float = 0.5):
+        """``ready()``'s first true value, polled every ``poll`` s; :class:`LabTimeout` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while not (result := ready()):
             if time.monotonic() > deadline:
@@ -242,7 +243,7 @@ class NotebookPage:
         self.page.goto(f"{self.server.url}/lab/tree/{notebook}?reset", timeout=timeout * 1000)
         first_cell = self.page.locator(".jp-NotebookPanel .jp-Cell").first
         first_cell.wait_for(state="visible", timeout=timeout * 1000)
-        self._wait("an idle kernel", lambda: self.server.kernel_state(notebook) == "idle", timeout)
+        self.wait_until("an idle kernel", lambda: self.server.kernel_state(notebook) == "idle", timeout)
 
     def run_all(self, timeout: float = 240) -> None:
         """Run > Run All Cells from the menu bar; wait until every code cell shows its execution count
@@ -262,7 +263,7 @@ class NotebookPage:
             calm = calm + 1 if done else 0
             return calm >= 3
 
-        self._wait("all cells run", finished, timeout)
+        self.wait_until("all cells run", finished, timeout)
 
     def run_cell(self, index: int, timeout: float = 120) -> None:
         """Run the code cell at ``index`` (0-based, counting every cell) and wait until the kernel is idle."""
@@ -271,7 +272,7 @@ class NotebookPage:
             panel.content.activeCellIndex = index;
             await window.jupyterapp.commands.execute('notebook:run-cell');
         }""", index)
-        self._wait("the cell run", lambda: self.server.kernel_state(self.notebook) == "idle", timeout)
+        self.wait_until("the cell run", lambda: self.server.kernel_state(self.notebook) == "idle", timeout)
 
     def save(self) -> None:
         """File > Save, as a presenter (or autosave) does."""
@@ -313,7 +314,7 @@ class NotebookPage:
                 digest, since = now, time.monotonic()
             return digest is not None and time.monotonic() - since >= quiet
 
-        self._wait("a steady image", steady, timeout, poll=0.25)
+        self.wait_until("a steady image", steady, timeout, poll=0.25)
         return digest
 
     def _safe_digest(self, img) -> str | None:

@@ -144,7 +144,7 @@ def test_train_button_updates_accuracy_plot(lab_page):
         # the presets set the controls (and the settings without one)
         for preset, (a, e) in (("tuned", ("500", "80")), ("thesis defaults", ("50", "40"))):
             panel.locator("button.jupyter-button", has_text=re.compile(rf"^\s*{preset}\s*$")).click()
-            lab_page._wait(f"the {preset} preset", lambda: (alpha_readout.inner_text(), epochs_readout.inner_text())
+            lab_page.wait_until(f"the {preset} preset", lambda: (alpha_readout.inner_text(), epochs_readout.inner_text())
                            == (a, e), timeout=30)
         # α dragged fully left is the slider's minimum, 0.1 (a 54 px track stopped at 0.107)
         handle = alpha.locator(".noUi-handle").bounding_box()

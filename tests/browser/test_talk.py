@@ -86,7 +86,7 @@ def test_panels_saved_in_jupyterlab_render_in_the_slides(lab_page, browser, tmp_
                  if build_slides.WIDGET_VIEW in o.get("data", {})]
         return nb if views and not set(views) & old_models and not build_slides.missing_widget_state(nb) else None
 
-    saved = lab_page._wait("the notebook saved with its widget state", saved_with_live_state, timeout=60)
+    saved = lab_page.wait_until("the notebook saved with its widget state", saved_with_live_state, timeout=60)
     assert len(saved["metadata"]["widgets"][build_slides.WIDGET_STATE]["state"]) > 0
 
     out = tmp_path / "slides"
