@@ -215,8 +215,7 @@ class LiveTrainingFigure:
     """What the live training panel shows: the training objective per optimisation step (−Eq. 10 per
     image, lower is better; an epoch's last step dips, its unlabelled sum covering fewer images than the
     nominal batch it is divided by, see ``engine.step_terms``; grey lines mark the epoch ends) and, per
-    epoch, the evaluation accuracy and ELBO; one colour per run, named
-    in the legend by its label. The figure is kept between redraws: :meth:`update` moves the data of the
+    epoch, the evaluation accuracy and ELBO; one colour per run, named in the legend by its label. The figure is kept between redraws: :meth:`update` moves the data of the
     lines it has and adds lines for new runs, which costs a fraction of drawing the figure anew. A bare
     ``Figure`` (not pyplot), so a background thread may draw it."""
 
