@@ -33,7 +33,7 @@ SUPERVISED_ESTIMATORS = ("as_written", "importance_weighted")   # Eq. 20, or its
 LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
-ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order", "observation")
+ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order", "observation", "sigma", "var_floor", "learn_beta")
 MAX_SEED = 2**32 - 1                # seeds numpy, torch and the evaluation offset all accept
 
 
@@ -51,6 +51,8 @@ class TrainConfig:
     order: str = "label_first"          # recognition order, see models.SSVAE
     supervised_estimator: str = "as_written"  # "ssvae": Eq. 20 as written, or "importance_weighted" (notebook 03)
     observation: str = "bernoulli"      # p(x|y,z): one of likelihoods.OBSERVATIONS
+    sigma: float = 1.0                  # Gaussian observations: σ (fixed), or its start (gaussian_learned)
+    var_floor: float | None = None      # Gaussian: v in N(μ, (σ² + v) I); None = 0 fixed, 1e-3 learned
     binarize: bool = False              # pixels x ~ Bernoulli(grey level): drawn anew each step in training,
                                         # once (data.binarized) for evaluation; see scored_as
     labelling: str = "fixed"            # "fixed" labelled set, or the thesis's batch-keyed protocol
@@ -61,6 +63,8 @@ class TrainConfig:
     labelled_batch_size: int = 64       # labelled images per step ("fixed" labelling)
     augment_shift: int = 0              # labelled images moved by up to this many pixels each step
     lr: float = 1e-3
+    pretrain_epochs: int = 0            # first epochs without the labelled term: an unsupervised VAE (002)
+    learn_beta: bool = False            # L-VAE: the reconstruction and KL weights learned (003 Eq. 6)
     n_samples: int = 8                  # S: importance samples of the supervised term
     temperature: float = 0.5            # concrete relaxation of y ("ssvae")
     hidden_dim: int = 256
@@ -99,6 +103,14 @@ class TrainConfig:
         for name in ("n_labelled", "max_train", "max_test"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "a positive integer or None (all)")
         need(self.augment_shift >= 0, "augment_shift", "an integer >= 0 (pixels)")
+        need(math.isfinite(self.sigma) and self.sigma > 0, "sigma", "a finite number > 0")
+        need(self.var_floor is None or (math.isfinite(self.var_floor) and self.var_floor >= 0), "var_floor",
+             "None or a finite number >= 0")
+        if not self.observation.startswith("gaussian"):
+            need(self.sigma == 1.0 and self.var_floor is None, "sigma",
+                 "left at 1 with var_floor None: they apply to Gaussian observations only")
+        need(0 <= self.pretrain_epochs < self.epochs, "pretrain_epochs", "an integer in [0, epochs)")
+        need(not self.learn_beta or self.beta == 1.0, "beta", "1 when learn_beta is set (β is learned)")
         need(self.validation_size >= 0, "validation_size", "an integer >= 0")
         need(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
@@ -157,7 +169,9 @@ def fast_mode(config: TrainConfig) -> TrainConfig:
     if not settings.FAST:
         return config
     cap = lambda value, limit: limit if value is None else min(value, limit)  # noqa: E731
-    return dataclasses.replace(config, epochs=min(config.epochs, 2), max_train=cap(config.max_train, 2000),
+    epochs = min(config.epochs, 2)
+    return dataclasses.replace(config, epochs=epochs, pretrain_epochs=min(config.pretrain_epochs, epochs - 1),
+                               max_train=cap(config.max_train, 2000),
                                max_test=cap(config.max_test, 500), iwae_examples=min(config.iwae_examples, 200))
 
 
@@ -201,5 +215,11 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE:
     """The untrained model of a run (initialised from torch's global generator: seed it first)."""
+    observation = config.observation
+    if observation.startswith("gaussian"):
+        observation = dict(name="gaussian", sigma=config.sigma, var_floor=config.var_floor,
+                           learned=observation == "gaussian_learned",
+                           n_pixels=input_dim if observation == "gaussian_learned" else None)
     return SSVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
-                 style_dim=config.style_dim, order=config.order, observation=config.observation)
+                 style_dim=config.style_dim, order=config.order, observation=observation,
+                 learn_beta=config.learn_beta)

@@ -83,23 +83,25 @@ def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: in
 
 
 # -- one run: the step's terms and the evaluation's sums, as functions of (model, inputs) ---
-def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, *, alpha=None,
+def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, *, alpha=None, beta=None,
            noise: dict | None = None, generator: torch.Generator | None = None,
            validate: bool = True) -> torch.Tensor:
     """Per-example bound to maximise: L_S(x, y) (Eq. 8, or Eq. 20 as written or importance-weighted by
     ``config.supervised_estimator``) when labels are given, L_U(x) (Eq. 9,
-    enumerated or concrete) otherwise; noise from ``noise`` (see :func:`draw_step_noise`) or drawn."""
+    enumerated or concrete) otherwise; noise from ``noise`` (see :func:`draw_step_noise`) or drawn.
+    ``beta``: the style's KL weight (a number or a learned tensor; default ``config.beta``)."""
     noise = noise or {}
+    beta = config.beta if beta is None else beta
     if y is not None:
         alpha = config.alpha if alpha is None else alpha
         estimator = "m2" if config.objective == "m2" else "is"
         weighted = estimator == "is" and config.supervised_estimator == "importance_weighted"
         return objectives.supervised_bound(model, x, y, alpha, estimator=estimator, n_samples=config.n_samples,
-                                           weighted=weighted, beta=config.beta, eps=noise.get("l_eps"),
+                                           weighted=weighted, beta=beta, eps=noise.get("l_eps"),
                                            generator=generator, validate=validate)
     method = "enumerate" if config.objective == "m2" else "concrete"
     return objectives.unsupervised_bound(model, x, method=method, temperature=config.temperature,
-                                         beta=config.beta, eps=noise.get("u_eps"), gumbel=noise.get("u_gumbel"),
+                                         beta=beta, eps=noise.get("u_eps"), gumbel=noise.get("u_gumbel"),
                                          generator=generator, validate=validate)
 
 
@@ -107,15 +109,24 @@ def step_terms(model, config: TrainConfig, inputs: dict, validate: bool = False)
     """[unsupervised, supervised] terms of the negative Eq. 10 minibatch estimate, each divided by the
     nominal unlabelled batch ``config.batch_size`` (also for an epoch's smaller last batch, so no step
     over-weights the labelled term). ``inputs``: ``x_u`` and/or ``x_l, y_l``, their noise, ``alpha`` and
-    ``gamma`` (numbers, or tensors when runs are vectorised)."""
+    ``gamma`` (numbers, or tensors when runs are vectorised).
+
+    ``config.learn_beta`` (L-VAE, 003 Eq. 6): with s = exp(model.log_loss_weights) the loss is
+    (reconstruction)/s₀ + KL/s₁ + s₀ + s₁, i.e. the negative bound at β̂ = s₀/s₁, divided by s₀, plus s₀ + s₁
+    (added to the unsupervised term); at its minimum s₀ = √reconstruction, s₁ = √KL."""
     unsupervised = supervised = torch.zeros((), device=inputs.get("x_u", inputs.get("x_l")).device)
+    beta, scale = None, 1.0
+    if config.learn_beta:
+        log_s = model.log_loss_weights
+        beta, scale = torch.exp(log_s[0] - log_s[1]), torch.exp(-log_s[0])
+        unsupervised = log_s.exp().sum()
     if "x_u" in inputs:
-        bound = bounds(model, config, inputs["x_u"], None, noise=inputs, validate=validate)
-        unsupervised = -bound.sum() / config.batch_size
+        bound = bounds(model, config, inputs["x_u"], None, beta=beta, noise=inputs, validate=validate)
+        unsupervised = unsupervised - scale * bound.sum() / config.batch_size
     if "x_l" in inputs:
-        bound = bounds(model, config, inputs["x_l"], inputs["y_l"], alpha=inputs["alpha"], noise=inputs,
-                       validate=validate)
-        supervised = -inputs["gamma"] * bound.sum() / config.batch_size
+        bound = bounds(model, config, inputs["x_l"], inputs["y_l"], alpha=inputs["alpha"], beta=beta,
+                       noise=inputs, validate=validate)
+        supervised = -scale * inputs["gamma"] * bound.sum() / config.batch_size
     return torch.stack([unsupervised, supervised])
 
 
@@ -447,7 +458,7 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
                     raise KeyboardInterrupt
                 state.step += 1
                 terms = _step(runs, configs, per_run, errors, x_train, pool_rows, ds.image_shape, generators,
-                              alpha, gamma)
+                              alpha, gamma if epoch > first.pretrain_epochs else torch.zeros_like(gamma))
                 losses = terms.sum(1)
                 values = terms.detach().cpu().double()
                 first_loss = values.sum(1) if first_loss is None else first_loss
@@ -478,6 +489,8 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
                                       rows=EVAL_BATCH if n_runs == 1 else None)
             runs.copy_weights(runs.parameters(), good, alive)
             for r, result in zip(alive, evaluated):
+                if first.learn_beta:
+                    result["learned_beta"] = runs.model(r).learned_beta()
                 histories[r].append({"epoch": epoch, "step": state.step, "split": preps[r].eval_split,
                                      "train_loss": float(totals[r]) / max(count, 1), **result,
                                      "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - started})

@@ -38,7 +38,8 @@ class SSVAE(nn.Module):
 
     def __init__(self, input_dim: int = 784, hidden_dim: int = 256, n_classes: int = 10,
                  style_dim: int = 10, order: str = "label_first",
-                 log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
+                 log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli",
+                 learn_beta: bool = False):
         super().__init__()
         check_choice("order", order, ORDERS)
         for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, n_classes=n_classes,
@@ -59,6 +60,8 @@ class SSVAE(nn.Module):
         self.decoder_in_style = nn.Linear(style_dim, hidden_dim)
         self.decoder_out = nn.Linear(hidden_dim, input_dim)
         self.observation = build_observation_model(observation, n_pixels=input_dim)
+        if learn_beta:   # L-VAE (003, Eq. 6): log σ0², log σ1², the inverse weights of reconstruction and KL
+            self.log_loss_weights = nn.Parameter(torch.zeros(2))
 
     def forward(self, fn, *args):
         """``fn(self, *args)``. Lets ``torch.func.functional_call`` evaluate any function of the model
@@ -70,7 +73,16 @@ class SSVAE(nn.Module):
         """Constructor arguments, enough to rebuild the architecture (used by checkpoints)."""
         return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, n_classes=self.n_classes,
                     style_dim=self.style_dim, order=self.order,
-                    log_sigma_range=list(self.log_sigma_range), observation=self.observation.config())
+                    log_sigma_range=list(self.log_sigma_range), observation=self.observation.config(),
+                    **({"learn_beta": True} if self.learns_beta else {}))
+
+    @property
+    def learns_beta(self) -> bool:
+        return hasattr(self, "log_loss_weights")
+
+    def learned_beta(self) -> float:
+        """β̂ = σ0² / σ1², the KL weight relative to the reconstruction that L-VAE has learned (003 Eq. 6)."""
+        return math.exp(float((self.log_loss_weights[0] - self.log_loss_weights[1]).detach()))
 
     def check_input(self, x) -> torch.Tensor:
         """``x`` as images for this model, or a ``ValueError`` saying what is allowed: a floating-point

@@ -300,6 +300,12 @@ def _class_onehots(n_classes: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(n_classes, dtype=like.dtype, device=like.device)[:, None, None, :]
 
 
+def _check_beta(beta) -> None:
+    """β is a number >= 0, or a tensor (a learned β, ``TrainConfig.learn_beta``)."""
+    if not torch.is_tensor(beta):
+        check_real("beta", beta, 0.0)
+
+
 def _gather_class(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """values[..., B, C] at the class ``index`` [B] -> [..., B]."""
     idx = index.expand(values.shape[:-1]).unsqueeze(-1)
@@ -328,7 +334,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
     """
     x = checked_input(model, x, validate)
     n_samples = check_int("n_samples", n_samples)
-    check_real("beta", beta, 0.0)
+    _check_beta(beta)
     n_classes, batch = model.n_classes, x.shape[0]
     index, onehot = _labels(y, n_classes, x, validate)
     log_p_y = model.log_prior_y()[index]                                              # [B]
@@ -373,7 +379,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
             log_q_yz = log_q_y + log_q_style
     log_p_z = standard_normal_log_density(z)
     log_p_xyz = model.log_likelihood(x, onehot, z) + log_p_y + log_p_z
-    if beta != 1:
+    if torch.is_tensor(beta) or beta != 1:
         log_p_xyz = log_p_xyz + (beta - 1.0) * (log_p_z - log_q_style)
     return log_p_xyz, log_q_yz, log_q_z
 
@@ -411,7 +417,7 @@ def supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float, *, e
         raise ValueError("estimator='m2' samples z from q(z|x,y) and has no weights: "
                          "'proposal' and 'weighted' apply to estimator='is' only")
     n_samples = check_int("n_samples", n_samples)
-    check_real("beta", beta, 0.0)
+    _check_beta(beta)
     index, onehot = _labels(y, model.n_classes, x, validate)
     shared = _shared(model, x)
     log_q_y = _gather_class(torch.log_softmax(model.classify(x, **shared), -1), index)
@@ -451,7 +457,7 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     x = checked_input(model, x, validate)
     check_choice("method", method, UNSUPERVISED_METHODS)
     n_samples = check_int("n_samples", n_samples)
-    check_real("beta", beta, 0.0)
+    _check_beta(beta)
     n_classes, batch = model.n_classes, x.shape[0]
     log_p_y = model.log_prior_y()                                                      # [C]
     shared = _shared(model, x)

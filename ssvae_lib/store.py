@@ -55,6 +55,7 @@ IDENTITY_BASELINE = MappingProxyType({
     "seed": 0,
     # added later, at the value that keeps the behaviour from before
     "binarize": False, "supervised_estimator": "as_written",
+    "sigma": 1.0, "var_floor": None, "pretrain_epochs": 0, "learn_beta": False,
 })
 _UNSET = object()
 
@@ -163,7 +164,9 @@ def result_row(record: dict) -> dict:
     return {"key": record["key"], "grid": record["grid"], "status": record["status"],
             "dataset": record.get("dataset_name") or c["dataset"], "objective": c["objective"],
             "order": c["order"], "protocol": protocol_name(c["labelling"], c["corruption_protocol"]),
-            "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"],
+            "n_labelled": c["n_labelled"], "alpha": c["alpha"], "gamma": c["gamma"], "beta": c["beta"],
+            "learn_beta": c["learn_beta"], "observation": c["observation"], "sigma": c["sigma"],
+            "labelled_batch_size": c["labelled_batch_size"], "pretrain_epochs": c["pretrain_epochs"],
             "corruption_rate": c["corruption_rate"], "seed": c["seed"], "epochs": c["epochs"],
             "epochs_done": last.get("epoch", 0), "eval_split": last["split"],
             **{k: last.get(k, float("nan")) for k in ("accuracy", "elbo", "log_likelihood", "train_loss")},
