@@ -10,7 +10,8 @@ z is used, and how much z says about the image.
 
 All take the Gaussian posterior's ``mu`` and ``log_sigma`` (``[N, Dz]``); :func:`diagnose` reads them off a
 model (``model.style_posterior``: q(z|x, y) with the given or predicted labels, or q(z|x) in the
-style-first order).
+style-first order). :class:`DiagnosticsCallback` adds them to every epoch's record of a training run
+(notebook 08's live panel; ``plots.diagnostics_figure`` draws them).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import math
 import torch
 
 from .checks import check_int, check_real
+from .engine import Callback
 from .objectives import gaussian_kl, gaussian_log_density
 
 ACTIVE_THRESHOLD = 0.01          # Burda et al. 2016: a unit is active when Var_x E[z_j|x] exceeds this
@@ -72,3 +74,16 @@ def diagnose(model, x: torch.Tensor, y: torch.Tensor | None = None, n_samples: i
     return {"kl_per_dimension": kl.tolist(), "kl_total": float(kl.sum()), "active_units": active_units(mu),
             "mutual_information": mutual_information(mu, log_sigma, n_samples, generator),
             "mutual_information_ceiling": math.log(len(mu))}
+
+
+class DiagnosticsCallback(Callback):
+    """After every epoch, :func:`diagnose` on the images ``x`` (e.g. 500 test images), with the labels the
+    model predicts, merged into the epoch's history record: ``kl_per_dimension``, ``kl_total``,
+    ``active_units``, ``mutual_information`` (one posterior draw per image, seeded: the same every epoch)."""
+
+    def __init__(self, x: torch.Tensor, seed: int = 0):
+        self.x, self.seed = x, seed
+
+    def on_epoch_end(self, state):
+        found = diagnose(state.model, self.x, generator=torch.Generator(self.x.device).manual_seed(self.seed))
+        state.history[-1].update({k: v for k, v in found.items() if k != "mutual_information_ceiling"})

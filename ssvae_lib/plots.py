@@ -209,6 +209,8 @@ def tile_figure(images, image_shape, row_labels, col_labels, *, xlabel: str, yla
 
 
 LIVE_PANELS = (("accuracy", "test accuracy of q(y|x)"), ("elbo", "test ELBO (nats, Eq. 9)"))
+# the style code's health (diagnostics.DiagnosticsCallback), for TrainingPanel(diagnostics=True)
+DIAGNOSTIC_PANELS = (("active_units", "active style units"), ("mutual_information", "I(x; z) of the encoder (nats)"))
 
 
 class LiveTrainingFigure:
@@ -219,18 +221,19 @@ class LiveTrainingFigure:
     lines it has and adds lines for new runs, which costs a fraction of drawing the figure anew. A bare
     ``Figure`` (not pyplot), so a background thread may draw it."""
 
-    def __init__(self, figsize=(12, 2.8)):
+    def __init__(self, figsize=(12, 2.8), panels=LIVE_PANELS):
+        self.panels = tuple(panels)
         self.figure = Figure(figsize=figsize)
-        self.axes = self.figure.subplots(1, 1 + len(LIVE_PANELS))
+        self.axes = self.figure.subplots(1, 1 + len(self.panels))
         decorate(self.axes[0], "training objective (−Eq. 10 per image)",
                  xlabel="step (grey: epoch ends; a smaller last batch dips)")
         self.axes[0].xaxis.label.set_fontsize(7)
         self._epoch_ends = None            # grey lines at the newest run's epoch ends
-        for ax, (_, title) in zip(self.axes[1:], LIVE_PANELS):
+        for ax, (_, title) in zip(self.axes[1:], self.panels):
             decorate(ax, title, xlabel="epoch")
             ax.xaxis.get_major_locator().set_params(integer=True)
         self.figure.subplots_adjust(left=0.05, right=0.77, bottom=0.17, top=0.9, wspace=0.25)   # legend: right
-        self.lines: list[list] = []          # per run: its loss line, then one line per LIVE_PANELS
+        self.lines: list[list] = []          # per run: its loss line, then one line per panel
         self._runs: list = []                # the runs the lines show, oldest first
         self._labels: list[str] | None = None
 
@@ -249,7 +252,7 @@ class LiveTrainingFigure:
         last_epoch = 0
         for run, (loss, *per_epoch) in zip(runs, self.lines):
             loss.set_data(list(run.steps), list(run.losses))
-            for line, (key, _) in zip(per_epoch, LIVE_PANELS):
+            for line, (key, _) in zip(per_epoch, self.panels):
                 epochs, values = _series(list(run.history), key)
                 line.set_data(epochs, values)
                 last_epoch = max([last_epoch, *epochs])
@@ -484,6 +487,60 @@ def sweep_trend(rows, x: str, key: str, protocol: str, n_labelled) -> tuple[str,
     margin = low[1] + high[1]
     verdict = "rises" if high[0] - low[0] > margin else "falls" if low[0] - high[0] > margin else "flat"
     return verdict, low, high
+
+
+def settings_summary(rows, by, key: str) -> dict:
+    """``key`` over the finished runs of each setting: {setting: (mean, std, seeds)}, where a run's setting
+    is the tuple of its ``by`` fields (or ``by(row)`` when ``by`` is a function), in sorted order."""
+    name = by if callable(by) else (lambda r: tuple(r[f] for f in by))
+    groups: dict = {}
+    for r in _ok(rows):
+        groups.setdefault(name(r), []).append(r.get(key))
+    return {setting: _mean_std(values) for setting, values in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+
+
+def compare(a: tuple, b: tuple) -> str:
+    """"higher" / "lower" when the mean of ``b`` differs from that of ``a`` by more than the sum of their
+    standard deviations over seeds (the rule of :func:`sweep_trend`), else "within the spread"."""
+    margin = a[1] + b[1]
+    return "higher" if b[0] - a[0] > margin else "lower" if a[0] - b[0] > margin else "within the spread"
+
+
+def summary_bars(summary: dict, labels=None, title: str | None = None, ylabel: str = "", fig=None):
+    """Bars of ``settings_summary`` (mean ± std, the seeds as dots' count in the label)."""
+    fig = new_figure(fig, (1.2 + 1.1 * len(summary), 3.2), pyplot=True)
+    ax = fig.subplots()
+    names = list(labels) if labels is not None else [str(s) for s in summary]
+    means, stds, counts = zip(*summary.values())
+    ax.bar(range(len(means)), means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in range(len(means))])
+    ax.set_xticks(range(len(means)), [f"{n}\n({c} seeds)" for n, c in zip(names, counts)], fontsize=8)
+    decorate(ax, title, ylabel=ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def diagnostics_figure(history: list, title: str | None = None, fig=None):
+    """The style code's health over training (records with ``diagnostics.DiagnosticsCallback``'s keys):
+    KL of each style unit per epoch (heat map), the number of active units and I(x; z)."""
+    records = [h for h in history if "kl_per_dimension" in h]
+    if not records:
+        raise ValueError("no diagnostics in this history: train with diagnostics.DiagnosticsCallback")
+    fig = new_figure(fig, (12, 3.0), pyplot=True)
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    epochs = [h["epoch"] for h in records]
+    kl = np.array([h["kl_per_dimension"] for h in records]).T
+    image = axes[0].imshow(kl, aspect="auto", cmap="viridis", origin="lower",
+                           extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, kl.shape[0] - 0.5))
+    fig.colorbar(image, ax=axes[0], label="nats")
+    decorate(axes[0], "KL(q(z_j|x) ‖ N(0, 1)) per style unit", xlabel="epoch", ylabel="unit j", grid=None)
+    for ax, (key, panel_title) in zip(axes[1:], DIAGNOSTIC_PANELS):
+        ax.plot(epochs, [h[key] for h in records], marker="o", ms=4)
+        decorate(ax, panel_title, xlabel="epoch")
+    axes[1].set_ylim(-0.5, kl.shape[0] + 0.5)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def _sweep_title(grid: str, rows, error_bars: bool = True) -> str:

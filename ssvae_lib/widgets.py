@@ -23,6 +23,7 @@ import torch
 
 from . import data as data_mod
 from . import latent, plots, settings
+from .diagnostics import DiagnosticsCallback
 from .panels import Panel, control
 from . import train as train_mod
 from .engine import upgrade_record
@@ -181,7 +182,7 @@ class TrainingPanel(Panel):
     :class:`train.TrainResult` is ``panel.result``, the plotted runs are ``panel.runs``."""
 
     def __init__(self, config: TrainConfig | None = None, dataset: data_mod.Dataset | None = None,
-                 redraw_seconds: float = 1.0):
+                 redraw_seconds: float = 1.0, diagnostics: bool = False):
         self.base = config if config is not None else TrainConfig()
         self.dataset = dataset if dataset is not None else data_mod.load_dataset(self.base.dataset,
                                                                                  root=self.base.data_root)
@@ -192,7 +193,10 @@ class TrainingPanel(Panel):
         self.live: _LiveCallback | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._figure = plots.LiveTrainingFigure()
+        # diagnostics: the style code's health on 500 test images after every epoch (notebook 08)
+        self.diagnostics = DiagnosticsCallback(self.dataset.x_test[:500]) if diagnostics else None
+        self._figure = plots.LiveTrainingFigure(*(((15, 2.8), plots.LIVE_PANELS + plots.DIAGNOSTIC_PANELS)
+                                                  if diagnostics else ()))
         self._drawing = threading.Lock()          # the training thread and the notebook both redraw
 
         sizes = offered_labelled_sizes(self.base, self.dataset)
@@ -343,7 +347,8 @@ class TrainingPanel(Panel):
         torch.set_num_threads(threads)       # as the notebook's thread: else MKL picks its own count here
         started = time.perf_counter()
         try:
-            self.result = train_mod.train(config, [self.live], stop=self._stop, dataset=self.dataset,
+            callbacks = [self.live] if self.diagnostics is None else [self.diagnostics, self.live]
+            self.result = train_mod.train(config, callbacks, stop=self._stop, dataset=self.dataset,
                                           progress=False)
         except Exception as err:  # noqa: BLE001 - shown in the panel and re-raised by wait()
             self.error = err

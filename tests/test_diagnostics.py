@@ -70,3 +70,22 @@ def test_diagnose_reads_the_style_posterior_of_either_order():
     assert diagnostics.diagnose(two_labels, x)["active_units"] <= 3
     with pytest.raises(ValueError, match="must both be"):
         diagnostics.kl_per_dimension(torch.zeros(3, 2), torch.zeros(3))
+
+
+def test_the_callback_adds_the_indicators_to_every_epoch_and_the_figure_draws_them(digits):
+    from ssvae_lib import plots, train
+    from tiny_run import tiny_config
+    callback = diagnostics.DiagnosticsCallback(digits.x_test[:100])
+    result = train.train(tiny_config(), [callback], dataset=digits, progress=False)
+    again = diagnostics.diagnose(result.model, digits.x_test[:100], generator=torch.Generator().manual_seed(0))
+    assert all(set(again) - {"mutual_information_ceiling"} <= set(record) for record in result.history)
+    last = result.history[-1]       # the last epoch's record describes the final model exactly
+    assert last["kl_per_dimension"] == pytest.approx(again["kl_per_dimension"])
+    assert last["mutual_information"] == pytest.approx(again["mutual_information"])
+    fig = plots.diagnostics_figure(result.history, title="tiny")
+    heat = fig.axes[0].images[0].get_array()
+    assert heat.shape == (4, 2) and list(heat[:, -1]) == pytest.approx(last["kl_per_dimension"])   # units x epochs
+    units = next(ax for ax in fig.axes if ax.get_title() == plots.DIAGNOSTIC_PANELS[0][1])
+    assert list(units.lines[0].get_ydata()) == [h["active_units"] for h in result.history]
+    with pytest.raises(ValueError, match="no diagnostics"):
+        plots.diagnostics_figure([{"epoch": 1}])

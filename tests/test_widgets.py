@@ -582,3 +582,32 @@ def test_an_image_grid_keeps_its_title_clear_of_the_first_row(rows):
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     assert fig._suptitle.get_window_extent(renderer).y0 >= max(ax.get_tightbbox(renderer).y1 for ax in fig.axes)
+
+
+def test_the_panel_with_diagnostics_plots_them_live(digits):
+    panel = widgets.TrainingPanel(tiny(), dataset=digits, diagnostics=True)
+    result = panel.train(blocking=True)
+    assert all({"active_units", "mutual_information", "kl_per_dimension"} <= set(h) for h in result.history)
+    figure = panel._figure.figure
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[-2:] == [title for _, title in plots.DIAGNOSTIC_PANELS]
+    assert list(figure.axes[-2].lines[0].get_ydata()) == [h["active_units"] for h in result.history]
+    plain = widgets.TrainingPanel(tiny(), dataset=digits)
+    assert len(plain._figure.figure.axes) == 1 + len(plots.LIVE_PANELS) and plain.diagnostics is None
+
+
+def test_settings_summary_compare_and_bars():
+    rows = [dict(status="ok", sigma=s, accuracy=a) for s, accs in ((0.1, (0.8, 0.9)), (0.8, (0.5, 0.55))) for a in accs]
+    rows.append(dict(status="failed", sigma=0.8, accuracy=0.99))            # failed runs do not count
+    summary = plots.settings_summary(rows, ("sigma",), "accuracy")
+    assert summary == {(0.1,): pytest.approx((0.85, np.std([0.8, 0.9], ddof=1), 2)),
+                       (0.8,): pytest.approx((0.525, np.std([0.5, 0.55], ddof=1), 2))}
+    assert plots.compare(summary[(0.8,)], summary[(0.1,)]) == "higher"
+    assert plots.compare(summary[(0.1,)], summary[(0.8,)]) == "lower"
+    assert plots.compare((0.5, 0.1, 3), (0.6, 0.1, 3)) == "within the spread"
+    by_name = plots.settings_summary(rows, lambda r: f"σ = {r['sigma']}", "accuracy")
+    assert list(by_name) == ["σ = 0.1", "σ = 0.8"]
+    fig = plots.summary_bars(by_name, title="t")
+    bars = fig.axes[0].patches
+    assert [b.get_height() for b in bars] == pytest.approx([0.85, 0.525])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["σ = 0.1\n(2 seeds)", "σ = 0.8\n(2 seeds)"]
