@@ -484,8 +484,7 @@ def sweep_trend(rows, x: str, key: str, protocol: str, n_labelled) -> tuple[str,
         raise ValueError(f"no finished runs for protocol {protocol!r}, M = {n_labelled}")
     low, high = (_mean_std(r.get(key) for r in rows if r[x] == v) for v in (min(r[x] for r in rows),
                                                                               max(r[x] for r in rows)))
-    margin = low[1] + high[1]
-    verdict = "rises" if high[0] - low[0] > margin else "falls" if low[0] - high[0] > margin else "flat"
+    verdict = {"higher": "rises", "lower": "falls"}.get(compare(low, high), "flat")
     return verdict, low, high
 
 
@@ -496,18 +495,23 @@ def settings_summary(rows, by, key: str) -> dict:
     groups: dict = {}
     for r in _ok(rows):
         groups.setdefault(name(r), []).append(r.get(key))
-    return {setting: _mean_std(values) for setting, values in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+    try:
+        order = sorted(groups)
+    except TypeError:                      # settings of mixed types (e.g. None among numbers): by their text
+        order = sorted(groups, key=str)
+    return {setting: _mean_std(groups[setting]) for setting in order}
 
 
 def compare(a: tuple, b: tuple) -> str:
     """"higher" / "lower" when the mean of ``b`` differs from that of ``a`` by more than the sum of their
-    standard deviations over seeds (the rule of :func:`sweep_trend`), else "within the spread"."""
+    standard deviations over seeds, else "within the spread": the one rule by which the notebooks call a
+    difference between two settings (``a``, ``b``: (mean, std, seeds) as :func:`settings_summary` gives)."""
     margin = a[1] + b[1]
     return "higher" if b[0] - a[0] > margin else "lower" if a[0] - b[0] > margin else "within the spread"
 
 
 def summary_bars(summary: dict, labels=None, title: str | None = None, ylabel: str = "", fig=None):
-    """Bars of ``settings_summary`` (mean ± std, the seeds as dots' count in the label)."""
+    """Bars of a :func:`settings_summary`: mean ± std per setting, its number of seeds under its label."""
     fig = new_figure(fig, (1.2 + 1.1 * len(summary), 3.2), pyplot=True)
     ax = fig.subplots()
     names = list(labels) if labels is not None else [str(s) for s in summary]

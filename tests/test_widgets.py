@@ -605,6 +605,8 @@ def test_settings_summary_compare_and_bars():
     assert plots.compare(summary[(0.8,)], summary[(0.1,)]) == "higher"
     assert plots.compare(summary[(0.1,)], summary[(0.8,)]) == "lower"
     assert plots.compare((0.5, 0.1, 3), (0.6, 0.1, 3)) == "within the spread"
+    sizes = [dict(status="ok", size=b, accuracy=0.5) for b in (100, 16, 64)]
+    assert list(plots.settings_summary(sizes, ("size",), "accuracy")) == [(16,), (64,), (100,)]   # by value
     by_name = plots.settings_summary(rows, lambda r: f"σ = {r['sigma']}", "accuracy")
     assert list(by_name) == ["σ = 0.1", "σ = 0.8"]
     fig = plots.summary_bars(by_name, title="t")
