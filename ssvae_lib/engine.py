@@ -453,12 +453,13 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
             state.epoch = epoch
             started, totals, count = time.perf_counter(), torch.zeros(n_runs, dtype=torch.float64), 0
             schedules = [batches(c, p, epoch, rng) for c, p, rng in zip(configs, preps, rngs)]
+            weight = gamma if epoch > first.pretrain_epochs else torch.zeros_like(gamma)   # pretraining: no labels
             for per_run in zip(*schedules, strict=True):
                 if stop is not None and stop.is_set():
                     raise KeyboardInterrupt
                 state.step += 1
                 terms = _step(runs, configs, per_run, errors, x_train, pool_rows, ds.image_shape, generators,
-                              alpha, gamma if epoch > first.pretrain_epochs else torch.zeros_like(gamma))
+                              alpha, weight)
                 losses = terms.sum(1)
                 values = terms.detach().cpu().double()
                 first_loss = values.sum(1) if first_loss is None else first_loss

@@ -195,8 +195,8 @@ class TrainingPanel(Panel):
         self._stop = threading.Event()
         # diagnostics: the style code's health on 500 test images after every epoch (notebook 08)
         self.diagnostics = DiagnosticsCallback(self.dataset.x_test[:500]) if diagnostics else None
-        self._figure = plots.LiveTrainingFigure(*(((15, 2.8), plots.LIVE_PANELS + plots.DIAGNOSTIC_PANELS)
-                                                  if diagnostics else ()))
+        self._figure = plots.LiveTrainingFigure((15, 2.8), plots.LIVE_PANELS + plots.DIAGNOSTIC_PANELS) \
+            if diagnostics else plots.LiveTrainingFigure()
         self._drawing = threading.Lock()          # the training thread and the notebook both redraw
 
         sizes = offered_labelled_sizes(self.base, self.dataset)

@@ -75,7 +75,8 @@ def test_the_learned_beta_loss_is_lvae_eq6(digits):
         model.log_loss_weights.copy_(torch.tensor([0.5 * math.log(reconstruction), 0.5 * math.log(kl)]))
     model.zero_grad()
     engine.step_terms(model, config, inputs).sum().backward()
-    torch.testing.assert_close(model.log_loss_weights.grad, torch.zeros(2), atol=1e-4 * reconstruction, rtol=0)
+    # K is the difference of two float32 losses of size R: its round-off (~1e-7 R) sets the tolerance
+    torch.testing.assert_close(model.log_loss_weights.grad, torch.zeros(2), atol=1e-6 * reconstruction, rtol=0)
     assert model.learned_beta() == pytest.approx(math.sqrt(reconstruction / kl), rel=1e-5)
 
 
