@@ -26,14 +26,15 @@ import torch
 from . import data as data_mod
 from . import settings
 from .likelihoods import OBSERVATIONS
-from .models import ORDERS, SSVAE
+from .models import CCVAE, ORDERS, SSVAE
 
-OBJECTIVES = ("m2", "ssvae")
+OBJECTIVES = ("m2", "ssvae", "ccvae")
 SUPERVISED_ESTIMATORS = ("as_written", "importance_weighted")   # Eq. 20, or its consistent fix
 LABELLINGS = ("fixed", "thesis")
 CORRUPTION_PROTOCOLS = ("fixed", "per_epoch")
 # Config fields that fix the architecture: a checkpoint is only loadable into a model with the same.
-ARCHITECTURE_FIELDS = ("hidden_dim", "style_dim", "order", "observation", "sigma", "var_floor", "learn_beta")
+ARCHITECTURE_FIELDS = ("objective", "hidden_dim", "style_dim", "characteristic_dim", "order", "observation", "sigma",
+                       "var_floor", "learn_beta")
 MAX_SEED = 2**32 - 1                # seeds numpy, torch and the evaluation offset all accept
 
 
@@ -47,7 +48,8 @@ class TrainConfig:
     alpha: float = 50.0                 # weight of alpha * log q(y|x) (Eq. 6)
     gamma: float = 1.0                  # weight of the supervised sum (Eq. 10)
     beta: float = 1.0                   # weight of the style's KL term (beta-VAE, Eq. 3); 1 = the ELBO
-    objective: str = "m2"               # "m2": Eq. 8 + Eq. 9 enumeration; "ssvae": Eq. 20 + concrete
+    objective: str = "m2"               # "m2": Eq. 8 + Eq. 9 enumeration; "ssvae": Eq. 20 + concrete;
+                                        # "ccvae": models.CCVAE, Joy et al. 2021 Eq. 4 + Eq. 5
     order: str = "label_first"          # recognition order, see models.SSVAE
     supervised_estimator: str = "as_written"  # "ssvae": Eq. 20 as written, or "importance_weighted" (notebook 03)
     observation: str = "bernoulli"      # p(x|y,z): one of likelihoods.OBSERVATIONS
@@ -69,6 +71,7 @@ class TrainConfig:
     temperature: float = 0.5            # concrete relaxation of y ("ssvae")
     hidden_dim: int = 256
     style_dim: int = 10
+    characteristic_dim: int = 2         # "ccvae": the units of z_c, the label's characteristic latents
     iwae_samples: int = 16              # K of the test log-likelihood estimate
     iwae_examples: int = 500            # test images used for that estimate
     validation_size: int = 0            # > 0: evaluate on a split carved from the pool, not the test set
@@ -111,6 +114,13 @@ class TrainConfig:
                  "left at 1 with var_floor None: they apply to Gaussian observations only")
         need(0 <= self.pretrain_epochs < self.epochs, "pretrain_epochs", "an integer in [0, epochs)")
         need(not self.learn_beta or self.beta == 1.0, "beta", "1 when learn_beta is set (β is learned)")
+        need(self.characteristic_dim >= 1, "characteristic_dim", "a positive integer")
+        if self.objective == "ccvae":
+            need(self.beta == 1.0 and not self.learn_beta and self.supervised_estimator == "as_written", "beta",
+                 "1 (and learn_beta False, supervised_estimator left as is) with objective 'ccvae': its bounds "
+                 "(Joy et al. 2021 Eq. 4-5) have no β")
+        else:
+            need(self.characteristic_dim == 2, "characteristic_dim", "left at 2: it applies to objective 'ccvae' only")
         need(self.validation_size >= 0, "validation_size", "an integer >= 0")
         need(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
@@ -213,13 +223,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE:
+def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE | CCVAE:
     """The untrained model of a run (initialised from torch's global generator: seed it first)."""
     observation = config.observation
     if observation.startswith("gaussian"):
         observation = dict(name="gaussian", sigma=config.sigma, var_floor=config.var_floor,
                            learned=observation == "gaussian_learned",
                            n_pixels=input_dim if observation == "gaussian_learned" else None)
+    if config.objective == "ccvae":
+        return CCVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
+                     characteristic_dim=config.characteristic_dim, style_dim=config.style_dim, observation=observation)
     return SSVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
                  style_dim=config.style_dim, order=config.order, observation=observation,
                  learn_beta=config.learn_beta)

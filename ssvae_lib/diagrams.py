@@ -94,3 +94,16 @@ def weak_supervision_pair():
     return _diagram("weak supervision (Locatello et al. 2020):\n"
                     r"$x_1, x_2$ share $z_s$; $z_1$, $z_2$ are their own", nodes, edges,
                     (0.15, 0.6, 3.3, 2.0, "$N$ pairs"), (3.6, 3.4))
+
+
+def ccvae():
+    """Joy et al. (2021)'s characteristic-capturing VAE: p(y) p(z_c | y) p(z_\\c) p(x | z_c, z_\\c) (``models.CCVAE``):
+    the label sets the prior of its own latents z_c and is not an input of the decoder."""
+    nodes = [("y", "$y$", 0.9, 2.9, "partial"), ("z_c", "$z_c$", 0.9, 2.0, "latent"),
+             ("z_rest", r"$z_{\backslash c}$", 2.2, 2.0, "latent"), ("x", "$x$", 1.55, 1.0, "observed"),
+             ("psi", r"$\psi$", 1.65, 2.9, "parameter"), ("theta", r"$\theta$", 2.5, 1.0, "parameter")]
+    edges = [("y", "z_c"), ("psi", "z_c"), ("z_c", "x"), ("z_rest", "x"), ("theta", "x")]
+    return _diagram("characteristic capturing (Joy et al. 2021)\n"
+                    r"$p(y)\,p_\psi(z_c\mid y)\,p(z_{\backslash c})\,p_\theta(x\mid z_c, z_{\backslash c})$",
+                    nodes, edges, (0.35, 0.4, 2.5, 3.0, "$N$"), (3.3, 4.1),
+                    note="half-shaded $y$: observed for labelled images")

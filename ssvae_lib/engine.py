@@ -58,9 +58,9 @@ def draw_step_noise(config: TrainConfig, model: SSVAE, n_unlabelled: int | None,
     bounds use it: the unsupervised term first (``"m2"``
     enumeration: eps ``[1, B, Dz]``; ``"ssvae"`` concrete: label_first gumbel ``[1, B, C]`` then eps,
     style_first eps then gumbel), then the supervised term (eps ``[S, B_l, Dz]``)."""
-    noise, dz, c = {}, model.style_dim, model.n_classes
+    noise, dz, c = {}, model.latent_dim, model.n_classes
     if n_unlabelled is not None:
-        if config.objective == "m2" or model.order == "style_first":
+        if config.objective in ("m2", "ccvae") or model.order == "style_first":
             noise["u_eps"] = _normal((1, n_unlabelled, dz), generator)
         if config.objective == "ssvae":
             noise["u_gumbel"] = objectives.standard_gumbel((1, n_unlabelled, c), generator=generator)
@@ -92,6 +92,13 @@ def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, 
     ``beta``: the style's KL weight (a number or a learned tensor; default ``config.beta``)."""
     noise = noise or {}
     beta = config.beta if beta is None else beta
+    if config.objective == "ccvae":
+        if y is not None:
+            return objectives.characteristic_supervised_bound(model, x, y, config.alpha if alpha is None else alpha,
+                                                              n_samples=config.n_samples, eps=noise.get("l_eps"),
+                                                              generator=generator, validate=validate)
+        return objectives.characteristic_unsupervised_bound(model, x, eps=noise.get("u_eps"), generator=generator,
+                                                            validate=validate)
     if y is not None:
         alpha = config.alpha if alpha is None else alpha
         estimator = "m2" if config.objective == "m2" else "is"
@@ -147,8 +154,11 @@ def step_loss(model, config: TrainConfig, x_unlab, x_lab, y_lab, generator=None)
 
 
 def _elbo_sums(model, x, y, eps):
-    """(correct predictions, Σ ELBO) of one batch: argmax q(y|x) and Eq. 9 by enumeration."""
+    """(correct predictions, Σ ELBO) of one batch: argmax q(y|x) and Eq. 9 by enumeration (for a CCVAE its
+    Eq. 5, Joy et al. 2021)."""
     correct = (model.classify(x).argmax(-1) == y).sum().float()
+    if hasattr(model, "conditional_prior"):
+        return correct, objectives.characteristic_unsupervised_bound(model, x, eps=eps, validate=False).sum()
     return correct, objectives.unsupervised_bound(model, x, method="enumerate", eps=eps, validate=False).sum()
 
 
@@ -240,7 +250,7 @@ def evaluate_runs(runs: Runs, x: torch.Tensor, y: torch.Tensor, generators: Sequ
         raise ValueError(f"evaluate: {runs.n_runs} runs, images {tuple(x.shape)}, labels {tuple(y.shape)} "
                          f"and {len(generators)} generators do not match (one row of n > 0 images per run)")
     n_iwae = min(iwae_examples, n)
-    noise = [draw_eval_noise(n, n_iwae, iwae_samples, runs.models[0].style_dim, g, batch_size) for g in generators]
+    noise = [draw_eval_noise(n, n_iwae, iwae_samples, runs.models[0].latent_dim, g, batch_size) for g in generators]
     elbo_eps = torch.stack([e for e, _ in noise]).to(x.device)            # [R, 1, n, Dz]
     iwae_eps = torch.stack([e for _, e in noise]).to(x.device)            # [R, K, n_iwae, Dz]
     rows = rows or eval_rows_per_run(runs.models[0], n_runs, iwae_samples, x.device)
@@ -512,6 +522,46 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
         run_scores = posterior_scores(model, x_eval[r], y_eval[r]) if scores and errors[r] is None else None
         outcomes.append(RunOutcome(c, histories[r], model, run_scores, errors[r], ds.name, ds.provenance, stopped))
     return outcomes
+
+
+def fit(model: torch.nn.Module, batch_loss, n_examples: int, *, epochs: int, batch_size: int, lr: float,
+        seed: int, evaluate=None, stream: int = 23, progress: bool = False) -> list[dict]:
+    """The loop of a model trained on one set of examples (no labelled/unlabelled schedule): each epoch
+    visits the ``n_examples`` rows in a shuffled order (numpy, seeded ``[seed, stream]``) in batches of
+    ``batch_size``, and Adam (``lr``) takes a step on ``batch_loss(rows, generator)`` (a scalar to minimise;
+    ``generator``: the run's noise stream, seeded ``seed``). After each epoch ``evaluate(generator)`` (its
+    generator re-seeded with ``seed + EVAL_SEED_OFFSET``, so every epoch draws the same noise) adds its
+    scores to the epoch's record. A non-finite loss raises :class:`DivergenceError`. Returns the history.
+    Seed torch before building the model: same seed, same result on the CPU."""
+    device = next(model.parameters()).device
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    eval_generator = torch.Generator(device=device)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+    history, steps = [], math.ceil(n_examples / batch_size)
+    bar = tqdm(total=epochs * steps, disable=not progress, unit="step", leave=False, desc="training")
+    for epoch in range(1, epochs + 1):
+        started, total, count = time.perf_counter(), 0.0, 0
+        for rows in torch.as_tensor(rng.permutation(n_examples), device=device).split(batch_size):
+            loss = batch_loss(rows, generator)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise DivergenceError(f"non-finite loss at epoch {epoch}: {float(loss.detach())}")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total, count = total + float(loss.detach()), count + 1
+            bar.update(1)
+        record = {"epoch": epoch, "train_loss": total / count}
+        if evaluate is not None:
+            eval_generator.manual_seed(seed + EVAL_SEED_OFFSET)
+            model.eval()
+            record.update(evaluate(eval_generator))
+            model.train()
+        history.append({**record, "seconds": time.perf_counter() - started})
+    bar.close()
+    model.eval()
+    return history
 
 
 def _step(runs: Runs, configs, per_run, errors, x_train, pool_rows, image_shape, generators, alpha, gamma):

@@ -1,4 +1,5 @@
-"""Operations in the latent space of a trained model: analogies, style grids, interpolation, samples.
+"""Operations in the latent space of a trained model: analogies, style grids, interpolation, samples, and the
+path of a CCVAE's characteristic latents through its class means.
 
 All return pixel means ``[..., D]`` in [0, 1] (reshape with the dataset's ``image_shape``).
 """
@@ -6,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .models import SSVAE
+from .checks import check_int
+from .models import CCVAE, SSVAE
 
 
 @torch.no_grad()
@@ -91,3 +93,18 @@ def analogy_consistency(model: SSVAE, x: torch.Tensor) -> float:
     predicted = model.classify(images.reshape(-1, images.shape[-1])).argmax(-1).view(images.shape[:2])
     intended = torch.arange(model.n_classes, device=predicted.device)
     return float((predicted == intended).float().mean())
+
+
+@torch.no_grad()
+def characteristic_path(model: CCVAE, x: torch.Tensor, steps: int = 3) -> torch.Tensor:
+    """For a CCVAE: keep each image's z_\\c (posterior mean) and move z_c along the straight segments from the
+    prior mean m_0 of class 0 through m_1, ... to m_{C-1}, ``steps`` points per segment (class means at
+    columns 0, steps, 2·steps, ...). The continuous counterpart of :func:`analogies`: ``[B, (C−1)·steps + 1, D]``."""
+    steps = check_int("steps", steps)
+    means = model.conditional_prior()[0]                                             # [C, Dc]
+    t = torch.arange(steps, dtype=means.dtype, device=means.device)[:, None] / steps
+    path = torch.cat([(means[:-1, None] * (1 - t) + means[1:, None] * t).reshape(-1, means.shape[1]),
+                      means[-1:]])                                                    # [P, Dc]
+    rest = model.infer_style(x)                                                       # [B, D\c]
+    z = torch.cat([path[None].expand(len(x), -1, -1), rest[:, None].expand(-1, len(path), -1)], dim=-1)
+    return model.generate(z)

@@ -35,7 +35,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from .checks import check_choice, check_int, check_real, split_indices
 from .estimators import log_mean_exp
-from .objectives import checked_input, gaussian_log_density, reparameterise, standard_normal_log_density
+from .objectives import (characteristic_terms, checked_input, gaussian_log_density, reparameterise,
+                         standard_normal_log_density)
 
 _ENCODE_CHUNK = 4096  # images encoded per call of ``encode``
 
@@ -535,7 +536,14 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
 
     ``eps`` (``[K, B, Dz]``, optional): the standard normal noise to use instead of drawing it.
     ``validate=False``: x already checked (``objectives.checked_input``), e.g. under ``vmap``.
+
+    For a ``models.CCVAE`` (it has ``conditional_prior``): log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x),
+    with the prior p(z) = Σ_y p(y) p(z|y) exact, a mixture over the classes.
     """
+    if hasattr(model, "conditional_prior"):
+        terms = characteristic_terms(model, x, n_samples, eps, generator, validate)
+        log_pz = torch.logsumexp(terms["log_pz_y"] + model.log_prior_y(), dim=-1)
+        return log_mean_exp(terms["log_px"] + log_pz - terms["log_qz"], dim=0)
     x = checked_input(model, x, validate)
     n_classes = model.n_classes
     labels = torch.eye(n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]   # [C, 1, 1, C]
@@ -551,6 +559,48 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
     log_joint = torch.logsumexp(model.log_likelihood(x, labels, z) + log_p_y, dim=0)    # [K, B]
     log_w = log_joint + standard_normal_log_density(z) - gaussian_log_density(z, mu, log_sigma)
     return log_mean_exp(log_w, dim=0)
+
+
+# -- interventions on the label, read off the nearest rendered image ------------------------------------
+def nearest_factors(images, reference_images, reference_factors, batch_size: int = 500) -> np.ndarray:
+    """The factors of each image ``[n, D]`` read off its nearest reference image (Euclidean distance in
+    pixels), ``[n, K]``. With every combination of the factors rendered as the reference (the shapes data),
+    this reads a generated image as the factors of the rendered image it is closest to."""
+    images, reference = torch.as_tensor(images), torch.as_tensor(reference_images).to(torch.as_tensor(images).dtype)
+    reference_factors = _class_array(reference_factors, "reference_factors", 2)
+    if images.dim() != 2 or reference.dim() != 2 or images.shape[1] != reference.shape[1] \
+            or len(reference) != len(reference_factors):
+        raise ValueError(f"images [n, D], reference_images [m, D] and reference_factors [m, K] must agree, got "
+                         f"{list(images.shape)}, {list(reference.shape)}, {list(reference_factors.shape)}")
+    nearest = torch.cat([torch.cdist(images[i:i + batch_size], reference).argmin(1)
+                         for i in range(0, len(images), batch_size)])
+    return reference_factors[nearest.numpy()]
+
+
+@torch.no_grad()
+def intervention_scores(model, x: torch.Tensor, factors, reference_images, reference_factors,
+                        label_factor: int = 0) -> dict:
+    """The manipulation test of Joy et al. (2021), measured: each image (true factors ``factors [n, K]``) is
+    decoded once with each other value y' of its label factor (``model.intervene(x, y')``: the label changed,
+    the rest of its code kept) and read by :func:`nearest_factors`. Returns ``changed``, the share of
+    interventions read with the new label value; ``kept`` ``[K]``, the share read with factor k unchanged
+    (NaN for the label factor); and ``reconstruction`` ``[K]``, the share of ``model.reconstruct(x)`` read
+    with factor k right: what a perfect intervention could keep at most."""
+    factors = _class_array(factors, "factors", 2)
+    if len(factors) != len(x):
+        raise ValueError(f"factors must have one row per image ({len(x)}), got {len(factors)}")
+    check_int("label_factor", label_factor, low=0, high=factors.shape[1] - 1)
+    read = lambda images: nearest_factors(images.cpu(), reference_images, reference_factors)  # noqa: E731
+    reconstruction = (read(model.reconstruct(x)) == factors).mean(0)
+    changed, kept = [], []
+    for shift in range(1, model.n_classes):
+        target = (factors[:, label_factor] + shift) % model.n_classes
+        found = read(model.intervene(x, torch.as_tensor(target, device=x.device)))
+        changed.append(found[:, label_factor] == target)
+        kept.append(found == factors)
+    kept = np.concatenate(kept).mean(0)
+    kept[label_factor] = np.nan
+    return {"changed": float(np.concatenate(changed).mean()), "kept": kept, "reconstruction": reconstruction}
 
 
 # -- All canonical metrics of one encoder ----------------------------------------------------

@@ -14,6 +14,10 @@ enumerated classes). The shared hidden layer is computed once per image and broa
 that reads a concatenation ``[h, y]`` is split into one matrix per input, so nothing is recomputed per
 importance sample. :class:`MultiLabelSSVAE` is the same network for K label variables (every layer
 defined here once). This module computes densities of its own distributions but no training loss.
+
+Two models without a label input to the decoder share the same layers: :class:`VAE` (q(z|x), p(z) = N(0, I),
+p(x|z)), the model of weak supervision (``weak``), and :class:`CCVAE`, Joy et al. (2021)'s characteristic-
+capturing VAE: z = (z_c, z_s), a learned prior p(z_c|y) per class, a classifier q(y|z_c), and p(x|z_c, z_s).
 """
 from __future__ import annotations
 
@@ -31,7 +35,38 @@ from .likelihoods import (Bernoulli, ContinuousBernoulli, build_observation_mode
 ORDERS = ("label_first", "style_first")
 
 
-class SSVAE(nn.Module):
+class _ImageModel(nn.Module):
+    """What every model here shares: ``forward(fn, ...)`` for ``torch.func.functional_call`` and the input check."""
+
+    def forward(self, fn, *args):
+        """``fn(self, *args)``. Lets ``torch.func.functional_call`` evaluate any function of the model
+        (a bound, an evaluation) with other parameters swapped in: the engine's per-run weights."""
+        return fn(self, *args)
+
+    @property
+    def learns_beta(self) -> bool:
+        return hasattr(self, "log_loss_weights")
+
+    def check_input(self, x) -> torch.Tensor:
+        """``x`` as images for this model, or a ``ValueError`` saying what is allowed: a floating-point
+        ``[B, input_dim]`` tensor (cast to the weights' dtype) with values where the observation model
+        has its support (e.g. [0, 1] for Bernoulli). Reads every value once: call it where data enter."""
+        shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"images x must have shape [B, {self.input_dim}] for this model, got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"images x must be floating point ({self.observation.support} for the "
+                             f"{self.observation.name!r} observation model), got {x.dtype}; for 0-255 "
+                             "bytes use x.float() / 255")
+        self.observation.check(x)
+        return x.to(self.decoder_out.weight.dtype)
+
+    def _gaussian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_sigma = params.chunk(2, dim=-1)
+        return mu, log_sigma.clamp(*self.log_sigma_range)
+
+
+class SSVAE(_ImageModel):
     """MLP SSVAE: ``input_dim -> hidden_dim`` (ReLU) shared encoder layer, a ``n_classes`` digit head
     and a ``style_dim`` Gaussian style head; decoder ``(y, z) -> hidden_dim -> input_dim`` followed by the
     ``observation`` model (a name of ``likelihoods.OBSERVATIONS`` or its ``config()`` dict)."""
@@ -63,11 +98,6 @@ class SSVAE(nn.Module):
         if learn_beta:   # L-VAE (003, Eq. 6): log σ0², log σ1², the inverse weights of reconstruction and KL
             self.log_loss_weights = nn.Parameter(torch.zeros(2))
 
-    def forward(self, fn, *args):
-        """``fn(self, *args)``. Lets ``torch.func.functional_call`` evaluate any function of the model
-        (a bound, an evaluation) with other parameters swapped in: the engine's per-run weights."""
-        return fn(self, *args)
-
     # -- helpers ------------------------------------------------------------------------------------
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the architecture (used by checkpoints)."""
@@ -76,27 +106,9 @@ class SSVAE(nn.Module):
                     log_sigma_range=list(self.log_sigma_range), observation=self.observation.config(),
                     **({"learn_beta": True} if self.learns_beta else {}))
 
-    @property
-    def learns_beta(self) -> bool:
-        return hasattr(self, "log_loss_weights")
-
     def learned_beta(self) -> float:
         """β̂ = σ0² / σ1², the KL weight relative to the reconstruction that L-VAE has learned (003 Eq. 6)."""
         return math.exp(float((self.log_loss_weights[0] - self.log_loss_weights[1]).detach()))
-
-    def check_input(self, x) -> torch.Tensor:
-        """``x`` as images for this model, or a ``ValueError`` saying what is allowed: a floating-point
-        ``[B, input_dim]`` tensor (cast to the weights' dtype) with values where the observation model
-        has its support (e.g. [0, 1] for Bernoulli). Reads every value once: call it where data enter."""
-        shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"images x must have shape [B, {self.input_dim}] for this model, got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"images x must be floating point ({self.observation.support} for the "
-                             f"{self.observation.name!r} observation model), got {x.dtype}; for 0-255 "
-                             "bytes use x.float() / 255")
-        self.observation.check(x)
-        return x.to(self.decoder_out.weight.dtype)
 
     def onehot(self, y: torch.Tensor) -> torch.Tensor:
         """Integer labels -> one-hot float; float tensors (one-hot or relaxed) pass through."""
@@ -114,10 +126,6 @@ class SSVAE(nn.Module):
     def _shared_layer(self, x: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """``features`` when the caller computed ``self.features(x)`` already, else that layer now."""
         return self.features(x) if features is None else features
-
-    def _gaussian(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_sigma = params.chunk(2, dim=-1)
-        return mu, log_sigma.clamp(*self.log_sigma_range)
 
     def log_prior_y(self) -> torch.Tensor:
         """log p(y): uniform over the classes (Eq. 4)."""
@@ -207,6 +215,17 @@ class SSVAE(nn.Module):
         y = self.classify(x).argmax(-1)
         return self.generate(y, self.infer_style(x, y))
 
+    @property
+    def latent_dim(self) -> int:
+        """Dimensions of the continuous latent: the style z."""
+        return self.style_dim
+
+    @torch.no_grad()
+    def intervene(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each image with its label set to ``y`` and its style kept: the pixel means of p(x|y, z̄),
+        z̄ the posterior mean given the predicted label."""
+        return self.generate(y, self.infer_style(x))
+
 
 def check_label_range(labels: torch.Tensor, sizes: tuple[int, ...], observed: torch.Tensor) -> None:
     """Every observed value of label k (``labels [..., K]`` where ``observed``) lies in [0, n_k − 1]."""
@@ -283,3 +302,110 @@ class MultiLabelSSVAE(SSVAE):
     def infer_style(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior mean of z given the labels (the predicted labels when None): ``[B, Dz]``."""
         return self.style_posterior(x, labels)[0]
+
+
+class VAE(_ImageModel):
+    """MLP VAE: q(z|x) = N(mu(x), diag sigma(x)²) from one ReLU layer ``input_dim -> hidden_dim``; p(z) = N(0, I);
+    decoder ``z -> hidden_dim -> input_dim`` followed by the ``observation`` model. The same layer sizes as
+    the :class:`SSVAE`, without a label."""
+
+    def __init__(self, input_dim: int = 784, hidden_dim: int = 256, latent_dim: int = 10,
+                 log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
+        super().__init__()
+        for name, value in dict(input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim).items():
+            check_int(name, value)
+        self.input_dim, self.hidden_dim, self.latent_dim = input_dim, hidden_dim, latent_dim
+        self.log_sigma_range = tuple(float(v) for v in log_sigma_range)
+        self.hidden = nn.Linear(input_dim, hidden_dim)
+        self.latent_head = nn.Linear(hidden_dim, 2 * latent_dim)          # (mu, log_sigma) from h
+        self.decoder_in = nn.Linear(latent_dim, hidden_dim)
+        self.decoder_out = nn.Linear(hidden_dim, input_dim)
+        self.observation = build_observation_model(observation, n_pixels=input_dim)
+
+    def config(self) -> dict:
+        """Constructor arguments, enough to rebuild the architecture."""
+        return dict(input_dim=self.input_dim, hidden_dim=self.hidden_dim, latent_dim=self.latent_dim,
+                    log_sigma_range=list(self.log_sigma_range), observation=self.observation.config())
+
+    def encode_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of q(z|x), each ``[B, latent_dim]``."""
+        return self._gaussian(self.latent_head(F.relu(self.hidden(x))))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for the observation model, ``[..., D]``."""
+        return self.decoder_out(F.relu(self.decoder_in(z)))
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) summed over pixels; ``z`` may carry leading dims."""
+        return self.observation.log_prob(x, self.decode(z))
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel means E[x|z] of the observation model."""
+        return self.observation.mean(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean of z: pixel means ``[B, D]``."""
+        return self.generate(self.encode_latent(x)[0])
+
+    @torch.no_grad()
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean of z, ``[B, latent_dim]``: the code the disentanglement metrics score."""
+        return self.encode_latent(x)[0]
+
+
+class CCVAE(VAE):
+    """Joy et al. (2021)'s characteristic-capturing VAE: z = (z_c, z_s) with ``characteristic_dim`` units
+    z_c and ``style_dim`` units z_s; generative model p(y) = Cat(1/C), p(z_c|y) = N(m_y, diag s_y²) learned
+    per class, p(z_s) = N(0, I), p(x|z_c, z_s) (the label is *not* an input of the decoder); recognition
+    q(z|x) (a :class:`VAE` encoder) and the classifier q(y|z_c), linear in z_c. Its bounds are
+    ``objectives.characteristic_supervised_bound`` / ``characteristic_unsupervised_bound``."""
+
+    order = "label_first"       # for the engine's noise plan: no concrete label is ever drawn
+
+    def __init__(self, input_dim: int = 784, hidden_dim: int = 256, n_classes: int = 10,
+                 characteristic_dim: int = 2, style_dim: int = 8,
+                 log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):
+        for name, value in dict(n_classes=n_classes, characteristic_dim=characteristic_dim,
+                                style_dim=style_dim).items():
+            check_int(name, value)
+        super().__init__(input_dim, hidden_dim, characteristic_dim + style_dim, log_sigma_range, observation)
+        self.n_classes, self.characteristic_dim, self.style_dim = n_classes, characteristic_dim, style_dim
+        self.classifier = nn.Linear(characteristic_dim, n_classes)              # q(y|z_c)
+        self.prior_mu = nn.Parameter(torch.randn(n_classes, characteristic_dim))   # p(z_c|y): m_y
+        self.prior_log_sigma = nn.Parameter(torch.zeros(n_classes, characteristic_dim))  # log s_y
+
+    def config(self) -> dict:
+        config = super().config()
+        del config["latent_dim"]
+        return {**config, "n_classes": self.n_classes, "characteristic_dim": self.characteristic_dim,
+                "style_dim": self.style_dim}
+
+    def log_prior_y(self) -> torch.Tensor:
+        """log p(y): uniform over the classes."""
+        weight = self.decoder_out.weight
+        return torch.full((self.n_classes,), -math.log(self.n_classes), device=weight.device, dtype=weight.dtype)
+
+    def conditional_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m_y, log s_y) of p(z_c|y) for every class, each ``[C, characteristic_dim]``."""
+        return self.prior_mu, self.prior_log_sigma.clamp(*self.log_sigma_range)
+
+    def classify_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|z_c) ``[..., C]`` from full latents ``z [..., characteristic_dim + style_dim]``."""
+        return self.classifier(z[..., :self.characteristic_dim])
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|z_c = posterior mean of z_c): the plug-in classifier, ``[B, C]``."""
+        return self.classify_latent(self.encode_latent(x)[0])
+
+    @torch.no_grad()
+    def infer_style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior mean of the label-free part z_s, ``[B, style_dim]`` (``y`` is not used: q(z|x))."""
+        return self.encode_latent(x)[0][:, self.characteristic_dim:]
+
+    @torch.no_grad()
+    def intervene(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each image with its characteristic latents set to the prior mean m_y of the class ``y`` and its
+        z_s kept (posterior mean): the pixel means of p(x|m_y, z̄_s)."""
+        z_c = self.conditional_prior()[0][y]
+        return self.generate(torch.cat([z_c, self.infer_style(x)], dim=-1))

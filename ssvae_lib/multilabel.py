@@ -26,16 +26,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import numbers
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from . import data as data_mod
-from . import settings
+from . import engine, settings
 from .checks import check_int, check_real
-from .engine import EVAL_SEED_OFFSET
 from .models import MultiLabelSSVAE, check_label_range
 from .objectives import categorical_entropy, gaussian_kl, reparameterise
 from .shapes import FACTOR_NAMES, FACTOR_SIZES
@@ -246,27 +244,16 @@ def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None 
     torch.manual_seed(config.seed)
     model = MultiLabelSSVAE(input_dim=x.shape[1], hidden_dim=config.hidden_dim, label_sizes=sizes,
                             style_dim=config.style_dim).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    eval_generator = torch.Generator(device=device)
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 23]))
-    result = MultiLabelResult(config, model, observed.cpu())
-    for epoch in range(1, config.epochs + 1):
-        started, total, count = time.perf_counter(), 0.0, 0
-        for idx in torch.as_tensor(rng.permutation(len(x)), device=device).split(config.batch_size):
-            bound = masked_bound(model, x[idx], labels[idx], observed[idx], config.alpha,
-                                 n_samples=config.n_samples, generator=generator)
-            loss = -bound.mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}: {float(loss)}")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total, count = total + float(loss.detach()), count + 1
-        eval_generator.manual_seed(config.seed + EVAL_SEED_OFFSET)
-        scores = evaluate_multilabel(model, x_test, labels_test, config.label_factors, eval_generator)
-        result.history.append({"epoch": epoch, "train_loss": total / count,
-                               **{f"test_{k}": v for k, v in scores.items()},
-                               "seconds": time.perf_counter() - started})
-    model.eval()
+
+    def batch_loss(rows, generator):
+        return -masked_bound(model, x[rows], labels[rows], observed[rows], config.alpha,
+                             n_samples=config.n_samples, generator=generator).mean()
+
+    def scores(generator):
+        found = evaluate_multilabel(model, x_test, labels_test, config.label_factors, generator)
+        return {f"test_{k}": v for k, v in found.items()}
+
+    history = engine.fit(model, batch_loss, len(x), epochs=config.epochs, batch_size=config.batch_size,
+                         lr=config.lr, seed=config.seed, evaluate=scores)
+    result = MultiLabelResult(config, model, observed.cpu(), history)
     return result

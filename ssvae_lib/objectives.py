@@ -49,7 +49,7 @@ from .likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood  # re
 
 __all__ = [
     # densities
-    "gaussian_kl", "gaussian_log_density", "standard_normal_log_density",
+    "gaussian_kl", "gaussian_kl_between", "gaussian_log_density", "standard_normal_log_density",
     "bernoulli_log_likelihood", "gaussian_log_likelihood",
     "categorical_entropy", "categorical_kl",
     # noise and relaxation
@@ -61,6 +61,8 @@ __all__ = [
     # model level
     "supervised_is_terms", "supervised_bound", "unsupervised_bound",
     "combined_objective", "supervision_rate",
+    # the characteristic-capturing VAE (models.CCVAE)
+    "characteristic_terms", "characteristic_supervised_bound", "characteristic_unsupervised_bound",
 ]
 
 ORDERS = ("label_first", "style_first")
@@ -77,6 +79,15 @@ def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     = ½ Σ_j (mu_j² + sigma_j² − 1 − 2 log sigma_j). Shapes broadcast; the result drops the last dim.
     """
     return 0.5 * (mu.pow(2) + torch.exp(2.0 * log_sigma) - 1.0 - 2.0 * log_sigma).sum(-1)
+
+
+def gaussian_kl_between(mu1: torch.Tensor, log_sigma1: torch.Tensor, mu2: torch.Tensor,
+                        log_sigma2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu1, sigma1²) ‖ N(mu2, sigma2²)) per unit, not summed:
+    log(sigma2/sigma1) + (sigma1² + (mu1 − mu2)²) / (2 sigma2²) − ½ (the δ_j of Locatello et al. 2020)."""
+    return (log_sigma2 - log_sigma1
+            + 0.5 * (torch.exp(2.0 * (log_sigma1 - log_sigma2)) + (mu1 - mu2).pow(2) * torch.exp(-2.0 * log_sigma2))
+            - 0.5)
 
 
 def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -495,6 +506,58 @@ def unsupervised_bound(model, x: torch.Tensor, *, method: str = "enumerate", tem
     y_relaxed = relaxed_one_hot(logits, temperature, gumbel)
     per_sample = model.log_likelihood(x, y_relaxed, z) - categorical_kl(logits, log_p_y)
     return per_sample.mean(0) - beta * gaussian_kl(mu, log_sigma)
+
+
+# -- the characteristic-capturing VAE (Joy et al. 2021; models.CCVAE) ------------------------------
+def characteristic_terms(model, x: torch.Tensor, n_samples: int = 1, eps: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None, validate: bool = True) -> dict:
+    """The log-densities of Joy et al. (2021)'s bounds at z^s = mu + sigma·eps^s ~ q(z|x), ``eps [S, B, Dz]``:
+    ``log_px`` log p(x|z^s) and ``log_qz`` log q(z^s|x), each ``[S, B]``; ``log_pz_y`` log p(z^s|y) =
+    log p(z_c^s|y) + log N(z_s^s; 0, I) and ``log_qy`` log q(y|z_c^s), each ``[S, B, C]`` (every class)."""
+    x = checked_input(model, x, validate)
+    mu, log_sigma = model.encode_latent(x)                                          # [B, Dz]
+    z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
+    d_c = model.characteristic_dim
+    prior_mu, prior_log_sigma = model.conditional_prior()                            # [C, Dc]
+    log_pz_y = (gaussian_log_density(z[..., None, :d_c], prior_mu, prior_log_sigma)
+                + standard_normal_log_density(z[..., d_c:])[..., None])              # [S, B, C]
+    return {"log_px": model.log_likelihood(x, z), "log_qz": gaussian_log_density(z, mu, log_sigma),
+            "log_pz_y": log_pz_y, "log_qy": torch.log_softmax(model.classify_latent(z), -1)}
+
+
+def characteristic_supervised_bound(model, x: torch.Tensor, y: torch.Tensor, alpha: float = 0.0, *,
+                                    n_samples: int = 8, eps: torch.Tensor | None = None,
+                                    generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
+    """Eq. 4 of Joy et al. (2021), the bound on log p(x, y) of the CCVAE, plus ``alpha`` log q(y|x) (an
+    extra classification weight, the role of α in Eq. 6 of the seminar thesis; 0 is the paper's bound), ``[B]``:
+
+        E_q(z|x)[ q(y|z_c)/q(y|x) · log( p(x|z) p(z|y) / (q(y|z_c) q(z|x)) ) ] + log q(y|x) + log p(y),
+
+    i.e. the ELBO under q(z|x, y) = q(y|z_c) q(z|x) / q(y|x). The S samples z^s ~ q(z|x) give both
+    q(y|x) ≈ (1/S) Σ_s q(y|z_c^s) and the expectation, whose weights q(y|z_c^s)/q(y|x) are then
+    self-normalised (softmax over s): a consistent estimator (bias O(1/S)), like Eq. 20's."""
+    _check_alpha(alpha)
+    terms = characteristic_terms(model, x, check_int("n_samples", n_samples), eps, generator, validate)
+    index, _ = _labels(y, model.n_classes, x, validate)
+    log_qy, log_pz_y = _gather_class(terms["log_qy"], index), _gather_class(terms["log_pz_y"], index)
+    log_qy_x = log_mean_exp(log_qy, dim=0)                                          # [B]
+    weights = torch.softmax(log_qy, dim=0)                                           # [S, B], sums to 1
+    inner = terms["log_px"] + log_pz_y - log_qy - terms["log_qz"]
+    return (weights * inner).sum(0) + (1.0 + alpha) * log_qy_x + model.log_prior_y()[index]
+
+
+def characteristic_unsupervised_bound(model, x: torch.Tensor, *, n_samples: int = 1,
+                                      eps: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                                      validate: bool = True) -> torch.Tensor:
+    """Eq. 5 of Joy et al. (2021), the bound on log p(x) of the CCVAE with y summed out exactly, ``[B]``:
+
+        E_q(z|x)[ log p(x|z) − log q(z|x) + Σ_y q(y|z_c) (log p(z|y) + log p(y) − log q(y|z_c)) ],
+
+    estimated with S samples z^s ~ q(z|x) (unbiased)."""
+    terms = characteristic_terms(model, x, check_int("n_samples", n_samples), eps, generator, validate)
+    q_y = terms["log_qy"].exp()
+    per_class = terms["log_pz_y"] + model.log_prior_y() - terms["log_qy"]
+    return (terms["log_px"] - terms["log_qz"] + (q_y * per_class).sum(-1)).mean(0)
 
 
 def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tensor | None,

@@ -591,7 +591,8 @@ def write_sweep_figures(grids: dict, directory: str | Path | None = None) -> lis
 # -- disentanglement scores side by side (notebook 07) -----------------------------------------------
 def score_bars(table: dict, title: str | None = None, fig=None):
     """Grouped bars: one group per score, one bar per representation or run, each bar labelled with its
-    value. ``table`` maps a run name to ``{score name: value}`` (the first run's names set the order)."""
+    value. ``table`` maps a run name to ``{score name: value}`` (the first run's names set the order); a value
+    may be a (mean, std, seeds) tuple (``settings_summary``), drawn with its standard deviation as error bar."""
     runs = list(table)
     if not runs:
         raise ValueError("score_bars needs at least one run")
@@ -599,8 +600,11 @@ def score_bars(table: dict, title: str | None = None, fig=None):
     ax = new_figure(fig, (max(6.0, 1.2 * len(scores) + 1.5), 3.2)).subplots()
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
-        values = [float(table[run].get(s, np.nan)) for s in scores]
-        bars = ax.bar(np.arange(len(scores)) + (i - (len(runs) - 1) / 2) * width, values, width, label=run)
+        entries = [table[run].get(s, np.nan) for s in scores]
+        values = [float(e[0] if isinstance(e, tuple) else e) for e in entries]
+        errors = [float(e[1]) if isinstance(e, tuple) else 0.0 for e in entries]
+        bars = ax.bar(np.arange(len(scores)) + (i - (len(runs) - 1) / 2) * width, values, width, label=run,
+                      yerr=errors if any(errors) else None, capsize=2, error_kw={"lw": 0.8})
         ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
     ax.set_xticks(np.arange(len(scores)), scores, fontsize=8, rotation=15, ha="right")
     ax.axhline(0, color="k", lw=0.6)

@@ -176,17 +176,20 @@ def _check_index(name: str, value, size: int) -> None:
         raise ValueError(f"{name} must be an integer index in [0, {size - 1}], got {value!r}")
 
 
-def load_shapes(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+def load_shapes(seed: int = 0, test_fraction: float = 0.2, label: str = "shape") -> Dataset:
     """The shapes dataset as a ``Dataset``: all 6,144 images split at random (seeded) into
-    train/test, labels = the shape factor (3 classes), ``factors_*`` int64 [N, 5] named by
-    ``factor_names``. The same seed gives the same split."""
+    train/test, labels = the factor named ``label`` (default the shape, 3 classes), ``factors_*`` int64
+    [N, 5] named by ``factor_names``. The same seed gives the same split."""
+    if label not in FACTOR_NAMES:
+        raise ValueError(f"label must be one of the factors {FACTOR_NAMES}, got {label!r}")
+    k = FACTOR_NAMES.index(label)
     train, test = map(np.sort, split_indices(N_IMAGES, test_fraction, check_int("seed", seed, low=0)))
     images, factors = render_all(), all_factors()
     provenance = (f"shapes: procedurally generated {N_IMAGES:,} images (3 shapes x 4 scales x "
                   f"8 rotations x 8 x 8 positions), split {len(train):,} train / {len(test):,} test "
-                  f"(seed {seed}); label = shape")
+                  f"(seed {seed}); label = {label}")
     part = lambda a: torch.from_numpy(a.copy())  # noqa: E731
-    return Dataset(x_train=part(images[train]), y_train=part(factors[train, 0]), x_test=part(images[test]),
-                   y_test=part(factors[test, 0]), image_shape=(IMAGE_SIZE, IMAGE_SIZE), n_classes=FACTOR_SIZES[0],
+    return Dataset(x_train=part(images[train]), y_train=part(factors[train, k]), x_test=part(images[test]),
+                   y_test=part(factors[test, k]), image_shape=(IMAGE_SIZE, IMAGE_SIZE), n_classes=FACTOR_SIZES[k],
                    name="shapes", provenance=provenance, factors_train=factors[train].copy(),
                    factors_test=factors[test].copy(), factor_names=FACTOR_NAMES)

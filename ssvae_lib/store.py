@@ -55,7 +55,7 @@ IDENTITY_BASELINE = MappingProxyType({
     "seed": 0,
     # added later, at the value that keeps the behaviour from before
     "binarize": False, "supervised_estimator": "as_written",
-    "sigma": 1.0, "var_floor": None, "pretrain_epochs": 0, "learn_beta": False,
+    "sigma": 1.0, "var_floor": None, "pretrain_epochs": 0, "learn_beta": False, "characteristic_dim": 2,
 })
 _UNSET = object()
 

@@ -12,6 +12,10 @@
   :class:`ToyStyleFirstModel` — q(z|x) q(y|x,z), whose log q(y|x) and Eq. 16 objective are computed by
   Gauss–Hermite quadrature over z (200 nodes per latent dimension by default: errors near 1e-11 for
   the 1-d toys of the tests, where the rule is checked against a trapezoidal rule; use Dz ≤ 2).
+* :class:`CharacteristicToy` — Joy et al. (2021)'s CCVAE made linear-Gaussian: y ~ Cat(π),
+  z_c|y ~ N(m_y, diag s_y²), z_s ~ N(0, I), x|z ~ N(Wz + b, s²I), with a linear-Gaussian q(z|x) and a
+  softmax q(y|z_c) linear in z_c: exact log p(x, y) and log p(x), and the expectations of its two bounds
+  (Joy et al. Eq. 4–5) by Gauss–Hermite quadrature over z.
 
 The experiments of the derivation notebooks that run the code under test on these toys (replicated
 Monte Carlo estimates, importance sampling, the supervised estimator) are in
@@ -507,3 +511,81 @@ class ToyStyleFirstModel(_ToyRecognition):
         inner = (torch.exp(log_q) * (log_lik + g.log_prior_y() - log_q)).sum(-1)         # [N, B]
         mu, log_sigma = self.encode_marginal(x)
         return (torch.exp(log_w)[:, None] * inner).sum(0) - _diag_kl_to_standard(mu, log_sigma)
+
+
+# -- Joy et al. (2021)'s CCVAE, linear-Gaussian -------------------------------------------------------
+class CharacteristicToy(_LinearDecoder):
+    """y ~ Cat(π), z = (z_c, z_s) with z_c|y ~ N(m_y, diag exp(2 log s_y)) and z_s ~ N(0, I), x|z ~ N(Wz + b, s²I);
+    recognition q(z|x) = N(Ax + c, diag exp(2 ℓ)) and q(y|z_c) = softmax(U z_c + v). ``prior_mu``,
+    ``prior_log_sigma``: ``[C, Dc]``; ``W [D, Dc + Ds]``; ``A [Dz, D]``; ``U [C, Dc]``."""
+
+    def __init__(self, pi, prior_mu, prior_log_sigma, W, b, s, A, c, log_sigma_q, U, v, n_nodes: int = 60):
+        super().__init__(W, b, s)
+        dtype = self.W.dtype
+        self.log_pi = torch.log(_tensor(pi, "pi", 1, dtype))
+        self.prior_mu, self.prior_log_sigma = _tensor(prior_mu, "prior_mu", 2, dtype), \
+            _tensor(prior_log_sigma, "prior_log_sigma", 2, dtype)
+        self.A, self.c = _tensor(A, "A", 2, dtype), _tensor(c, "c", 1, dtype)
+        self.log_sigma_q = _tensor(log_sigma_q, "log_sigma_q", 1, dtype)
+        self.U, self.v = _tensor(U, "U", 2, dtype), _tensor(v, "v", 1, dtype)
+        self.n_classes, self.characteristic_dim = self.prior_mu.shape
+        self.n_nodes = n_nodes
+
+    def _prior_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``[C, Dz]`` and variances ``[C, Dz]`` of p(z|y) = N((m_y, 0), diag(s_y², 1))."""
+        d_s = self.latent_dim - self.characteristic_dim
+        zeros, ones = torch.zeros(self.n_classes, d_s, dtype=self.W.dtype), torch.ones(self.n_classes, d_s,
+                                                                                      dtype=self.W.dtype)
+        return (torch.cat([self.prior_mu, zeros], 1),
+                torch.cat([torch.exp(2 * self.prior_log_sigma), ones], 1))
+
+    def log_joint_xy(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x, y) = log π_y + log N(x; W μ_y + b, W Σ_y Wᵀ + s²I) for every y, ``[..., C]``."""
+        _check_x(x, self.data_dim)
+        means, variances = self._prior_moments()
+        eye = torch.eye(self.data_dim, dtype=self.W.dtype)
+        return torch.stack([self.log_pi[y] + _mvn_log_density(x, self.W @ means[y] + self.b,
+                                                              (self.W * variances[y]) @ self.W.T + self.s ** 2 * eye)
+                            for y in range(self.n_classes)], dim=-1)
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x) = log Σ_y p(x, y)."""
+        return torch.logsumexp(self.log_joint_xy(x), dim=-1)
+
+    def _at_nodes(self, x: torch.Tensor) -> dict:
+        """The bounds' integrands at the Gauss–Hermite nodes z_n of q(z|x): log-weights ``[N]`` and
+        log p(x|z) − log q(z|x) ``[N, B]``, log p(z|y) and log q(y|z_c) ``[N, B, C]``."""
+        mean = x @ self.A.T + self.c                                                   # [B, Dz]
+        t, log_w = gauss_hermite(self.n_nodes, self.latent_dim, dtype=self.W.dtype)
+        z = mean + torch.exp(self.log_sigma_q) * t[:, None, :]                         # [N, B, Dz]
+        d_c = self.characteristic_dim
+        log_pz_y = (diag_log_density(z[..., None, :d_c], self.prior_mu, self.prior_log_sigma)
+                    + _standard_normal_log_density(z[..., d_c:])[..., None])
+        return {"log_w": log_w,
+                "log_px_over_qz": (_isotropic_log_density(x, z @ self.W.T + self.b, self.s)
+                                   - diag_log_density(z, mean, self.log_sigma_q)),
+                "log_pz_y": log_pz_y, "log_qy": torch.log_softmax(z[..., :d_c] @ self.U.T + self.v, -1)}
+
+    def supervised_bound(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Joy et al. Eq. 4 by quadrature, ``[B]``: E_q(z|x)[q(y|z_c)/q(y|x) · log(p(x|z)p(z|y)/(q(y|z_c)q(z|x)))]
+        + log q(y|x) + log p(y), with q(y|x) = ∫ q(y|z_c) q(z|x) dz."""
+        n = self._at_nodes(x)
+        log_qy, log_pz_y = _pick(n["log_qy"], y), _pick(n["log_pz_y"], y)              # [N, B]
+        log_qy_x = torch.logsumexp(n["log_w"][:, None] + log_qy, dim=0)                # [B]
+        weights = torch.exp(n["log_w"][:, None] + log_qy - log_qy_x)                   # q(z|x, y) at the nodes
+        inner = n["log_px_over_qz"] + log_pz_y - log_qy
+        return (weights * inner).sum(0) + log_qy_x + self.log_pi[y]
+
+    def unsupervised_bound(self, x: torch.Tensor) -> torch.Tensor:
+        """Joy et al. Eq. 5 by quadrature, ``[B]``:
+        E_q(z|x)[log p(x|z) − log q(z|x) + Σ_y q(y|z_c)(log p(z|y) + log p(y) − log q(y|z_c))]."""
+        n = self._at_nodes(x)
+        per_class = n["log_pz_y"] + self.log_pi - n["log_qy"]
+        inner = n["log_px_over_qz"] + (torch.exp(n["log_qy"]) * per_class).sum(-1)
+        return (torch.exp(n["log_w"])[:, None] * inner).sum(0)
+
+    def exact_posterior(self, x: torch.Tensor, y: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(z|x, y) for one class ``y`` = N(mean ``[B, Dz]``, cov ``[Dz, Dz]``): Gaussian, since p(z|y) is."""
+        means, variances = self._prior_moments()
+        cov = torch.linalg.inv(torch.diag(1.0 / variances[y]) + self.W.T @ self.W / self.s ** 2)
+        return ((x - self.b) @ self.W / self.s ** 2 + means[y] / variances[y]) @ cov, cov

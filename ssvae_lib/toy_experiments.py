@@ -9,6 +9,8 @@
   :func:`ssvae_lib.objectives.supervised_is_terms`), the four estimates of the notebook
   (:func:`supervised_estimates`) and their exact references by quadrature
   (:func:`supervised_estimator_reference`).
+* 09 characteristic capturing: :func:`ccvae_from_toy`, the library's ``models.CCVAE`` with the weights that make
+  it a :class:`~ssvae_lib.toy.CharacteristicToy`, so its bounds can be checked against the toy's.
 
 The toys themselves import nothing they check; this module runs the code under test
 (:mod:`ssvae_lib.estimators`, :mod:`ssvae_lib.objectives`) on them.
@@ -24,14 +26,15 @@ from . import objectives
 from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
-from .toy import LOG_2PI, LinearGaussian, ToyStyleFirstModel, diag_log_density, gauss_hermite
+from .models import CCVAE
+from .toy import LOG_2PI, CharacteristicToy, LinearGaussian, ToyStyleFirstModel, diag_log_density, gauss_hermite
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
            "elbo_decomposition", "best_diagonal_gaussian", "beta_vae_objective", "elbo_monte_carlo_terms",
            "elbo_gradient_per_sample", "elbo_gradient_estimates", "exact_elbo_gradient",
            "exact_gradient_moments", "PosteriorImportanceSampling", "ReplicateSummary", "replicate_estimates",
            "draw_supervised_terms", "supervised_estimates", "SupervisedEstimatorReference",
-           "supervised_estimator_reference"]
+           "supervised_estimator_reference", "ccvae_from_toy"]
 
 GRADIENT_ESTIMATORS = ("reparameterised", "score_function")
 IS_ESTIMATORS = ("normaliser", "log_normaliser", "posterior_mean_is", "posterior_mean_snis")
@@ -446,3 +449,29 @@ def supervised_estimator_reference(model: ToyStyleFirstModel, x, y, alpha: float
         expected_log_w=float(model.expected_log_q_y_given_z(x, y, n_nodes)),
         snis_coefficient=-float((node_w * w_bar ** 2 * (f - mean_f)).sum()),
         weight_variance=float((node_w * (w_bar - 1.0) ** 2).sum()))
+
+
+# -- 09: the CCVAE as its linear-Gaussian toy ------------------------------------------------------------
+def ccvae_from_toy(t: CharacteristicToy) -> CCVAE:
+    """A float64 ``models.CCVAE`` computing exactly the densities of the toy ``t``: its ReLU layers carry the
+    toy's linear maps with the pair trick relu(h) − relu(−h) = h (hidden units [h, −h]), the encoder's
+    log σ is a bias, the observation model Gaussian with the toy's s."""
+    d, dz = t.W.shape
+    model = CCVAE(input_dim=d, hidden_dim=2 * max(d, dz), n_classes=t.n_classes,
+                  characteristic_dim=t.characteristic_dim, style_dim=dz - t.characteristic_dim,
+                  observation=dict(name="gaussian", sigma=t.s)).double()
+    eye_x, eye_z = torch.eye(d, dtype=torch.float64), torch.eye(dz, dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.hidden.weight[:2 * d] = torch.cat([eye_x, -eye_x])                        # h = relu([x, −x])
+        model.latent_head.weight[:dz, :2 * d] = torch.cat([t.A, -t.A], 1)               # mu = Ax + c
+        model.latent_head.bias.copy_(torch.cat([t.c, t.log_sigma_q]))
+        model.decoder_in.weight[:2 * dz] = torch.cat([eye_z, -eye_z])                    # relu([z, −z])
+        model.decoder_out.weight[:, :2 * dz] = torch.cat([t.W, -t.W], 1)                 # mean = Wz + b
+        model.decoder_out.bias.copy_(t.b)
+        model.classifier.weight.copy_(t.U)
+        model.classifier.bias.copy_(t.v)
+        model.prior_mu.copy_(t.prior_mu)
+        model.prior_log_sigma.copy_(t.prior_log_sigma)
+    return model

@@ -22,7 +22,7 @@ from .config import (ARCHITECTURE_FIELDS, CORRUPTION_PROTOCOLS, LABELLINGS, OBJE
                      scored_as)
 from .engine import (EVAL_BATCH, EVAL_SEED_OFFSET, Callback, DivergenceError, TrainState,  # noqa: F401
                      bounds, evaluate, predict, step_loss, train_runs, upgrade_record)
-from .models import SSVAE
+from .models import CCVAE, SSVAE
 from .schedule import PreparedData, prepare_data  # noqa: F401
 
 CHECKPOINT_FORMAT = "ssvae_lib.checkpoint/1"
@@ -107,7 +107,8 @@ def load(path: str | Path, config: TrainConfig | None = None, map_location="cpu"
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"format {payload.get('format')!r}")
         saved = TrainConfig.from_dict(payload["config"])
-        model = SSVAE(**{**payload["model"], "log_sigma_range": tuple(payload["model"]["log_sigma_range"])})
+        model_class = CCVAE if saved.objective == "ccvae" else SSVAE
+        model = model_class(**{**payload["model"], "log_sigma_range": tuple(payload["model"]["log_sigma_range"])})
         model.load_state_dict(payload["state_dict"])
         history = [upgrade_record(r) for r in payload["history"]]
     except Exception as err:   # torch.load raises many kinds (EOFError, RuntimeError, UnpicklingError, ...)

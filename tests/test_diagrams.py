@@ -19,6 +19,7 @@ LABEL_FIRST = {"x": (), "y": ("x", "phi"), "z": ("x", "y", "phi"), "phi": ()}   
 STYLE_FIRST = {"x": (), "z": ("x", "phi"), "y": ("x", "z", "phi"), "phi": ()}     # q(z|x) q(y|x,z), §3.2
 PAIR = {"z_shared": (), "z1": (), "z2": (), "x1": ("z_shared", "z1", "theta"), "x2": ("z_shared", "z2", "theta"),
         "theta": ()}                                                               # Locatello et al. 2020
+CCVAE = {"y": (), "psi": (), "z_c": ("y", "psi"), "z_rest": (), "x": ("z_c", "z_rest", "theta"), "theta": ()}  # Joy 2021
 
 
 def multilabel_model(k):
@@ -34,6 +35,7 @@ CASES = {  # name: (draw, factorisation, observed, partially observed, recogniti
                      {"y1", "y2"}, False),
     "multilabel_4": (lambda: diagrams.multilabel(4), multilabel_model(4), {"x"}, {"y1", "y2", "y3", "y4"}, False),
     "weak_supervision_pair": (diagrams.weak_supervision_pair, PAIR, {"x1", "x2"}, set(), False),
+    "ccvae": (diagrams.ccvae, CCVAE, {"x"}, {"y"}, False),
 }
 
 
@@ -57,7 +59,7 @@ def test_nodes_are_the_models_variables(case):
     _, _, pgm, factorisation, observed, partial, _ = case
     assert set(pgm._nodes) == set(factorisation)
     assert {n for n, node in pgm._nodes.items() if node.observed} == observed
-    assert {n for n, node in pgm._nodes.items() if node.fixed} == {"theta", "phi"} & set(factorisation)
+    assert {n for n, node in pgm._nodes.items() if node.fixed} == {"theta", "phi", "psi"} & set(factorisation)
     assert pgm.partially_observed == partial
     assert not any(pgm._nodes[n].observed for n in partial)
 

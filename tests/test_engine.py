@@ -311,3 +311,25 @@ def test_chunk_size_follows_the_memory_budget(monkeypatch):
     assert engine.runs_per_chunk(config, 784, 10, "cpu") == 1
     enumerated = engine.bytes_per_run(dataclasses.replace(config, objective="m2"), 784, 10)
     assert enumerated > engine.bytes_per_run(dataclasses.replace(config, objective="ssvae"), 784, 10)
+
+
+def test_fit_is_seeded_and_stops_on_a_non_finite_loss():
+    def run(seed, poison_epoch=None):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 1)
+        x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+
+        def loss(rows, generator):
+            value = (model(x[rows]) + torch.randn(len(rows), 1, generator=generator)).pow(2).mean()
+            return value * float("nan") if poison_epoch and len(history_seen) >= poison_epoch else value
+
+        history_seen = []
+        return engine.fit(model, loss, 40, epochs=3, batch_size=16, lr=0.01, seed=seed,
+                          evaluate=lambda g: history_seen.append(1) or {"w": float(model.weight.detach().sum())})
+
+    first, again, other = run(0), run(0), run(1)
+    assert [h["train_loss"] for h in first] == [h["train_loss"] for h in again]
+    assert [h["epoch"] for h in first] == [1, 2, 3] and first[-1]["w"] == again[-1]["w"]
+    assert first[0]["train_loss"] != other[0]["train_loss"]
+    with pytest.raises(engine.DivergenceError, match="non-finite loss at epoch 2"):
+        run(0, poison_epoch=1)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ssvae_lib import metrics as M
-from ssvae_lib.shapes import FACTOR_SIZES, ShapesSampler, all_factors, render_all
+from ssvae_lib.shapes import FACTOR_SIZES, ShapesSampler, all_factors, factor_index, render_all
 
 # --------------------------------------------------------------------------------------------
 # Encoders on the shapes data whose answers are known
@@ -393,3 +393,40 @@ def test_sample_codes_feeds_the_observational_metrics():
 def test_metrics_reject_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# -- label interventions read off the nearest rendered image ---------------------------------------
+class _RenderedOracle:
+    """A 'model' of the shapes data: reconstructs perfectly; intervening redraws the image with the shape
+    set to y (``faithful``) or returns it unchanged (the label ignored)."""
+
+    n_classes = 3
+
+    def __init__(self, factors, faithful: bool):
+        self.factors, self.faithful = factors, faithful
+        self.images = torch.as_tensor(np.array(render_all()))
+
+    def reconstruct(self, x):
+        return x
+
+    def intervene(self, x, y):
+        if not self.faithful:
+            return x
+        changed = self.factors.copy()
+        changed[:, 0] = y.numpy()
+        return self.images[factor_index(changed)]
+
+
+def test_intervention_scores_of_a_faithful_and_of_a_label_blind_model():
+    factors_all = all_factors()
+    images = torch.as_tensor(np.array(render_all()))
+    rows = np.random.default_rng(0).choice(len(factors_all), 200, replace=False)
+    x, factors = images[rows], factors_all[rows]
+    assert (M.nearest_factors(x, images, factors_all) == factors).all()
+    faithful = M.intervention_scores(_RenderedOracle(factors, True), x, factors, images, factors_all)
+    assert faithful["changed"] == 1.0 and np.isnan(faithful["kept"][0]) and (faithful["kept"][1:] == 1.0).all()
+    assert (faithful["reconstruction"] == 1.0).all()
+    blind = M.intervention_scores(_RenderedOracle(factors, False), x, factors, images, factors_all)
+    assert blind["changed"] == 0.0 and (blind["kept"][1:] == 1.0).all()
+    with pytest.raises(ValueError, match="one row per image"):
+        M.intervention_scores(_RenderedOracle(factors, True), x, factors[:5], images, factors_all)

@@ -166,3 +166,12 @@ def test_load_shapes_returns_a_reproducible_split_with_factors():
     via_data = load_dataset("shapes", test_fraction=0.25, seed=5)
     assert via_data.name == "shapes"
     assert np.array_equal(via_data.factors_test, data.factors_test)  # the seed reaches the split
+
+
+def test_any_factor_can_be_the_label():
+    shape, scale = load_shapes(seed=0), load_shapes(seed=0, label="scale")
+    assert torch.equal(shape.x_train, scale.x_train)                         # the same split
+    assert scale.n_classes == 4 and torch.equal(scale.y_train, torch.as_tensor(scale.factors_train[:, 1]))
+    assert torch.equal(shape.y_test, torch.as_tensor(shape.factors_test[:, 0]))
+    with pytest.raises(ValueError, match="label must be one of the factors"):
+        load_shapes(label="colour")

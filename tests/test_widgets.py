@@ -613,3 +613,14 @@ def test_settings_summary_compare_and_bars():
     bars = fig.axes[0].patches
     assert [b.get_height() for b in bars] == pytest.approx([0.85, 0.525])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["σ = 0.1\n(2 seeds)", "σ = 0.8\n(2 seeds)"]
+
+
+def test_score_bars_draw_means_with_their_spread():
+    table = {"a": {"MIG": (0.2, 0.05, 3), "SAP": (0.1, 0.02, 3)}, "b": {"MIG": 0.4, "SAP": 0.3}}
+    fig = plots.score_bars(table, "t")
+    ax = fig.axes[0]
+    assert [round(b.get_height(), 6) for b in ax.patches] == [0.2, 0.1, 0.4, 0.3]
+    caps = [c for c in ax.containers if hasattr(c, "has_yerr") and c.has_yerr]
+    assert len(caps) == 1                                  # error bars for the run given as (mean, std, n) only
+    segments = caps[0].lines[2][0].get_segments()
+    assert [round(s[1][1] - s[0][1], 6) for s in segments] == [0.1, 0.04]   # ± one standard deviation
