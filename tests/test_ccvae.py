@@ -182,3 +182,17 @@ def test_characteristic_path_passes_through_every_class_mean():
     assert torch.allclose(path[:, 2], 0.5 * (path[:, 0] + path[:, 4]), atol=1e-12)
     with pytest.raises(ValueError, match="steps"):
         latent.characteristic_path(model, x, steps=0)
+
+
+def test_a_trained_ccvae_is_saved_and_loaded(shapes_small, tmp_path):
+    from ssvae_lib import train
+    config = TrainConfig(dataset="shapes", objective="ccvae", n_labelled=100, epochs=1, n_samples=2, hidden_dim=16,
+                         style_dim=2, max_train=200, max_test=100, iwae_examples=20, iwae_samples=2, device="cpu")
+    result = train.train(config, dataset=shapes_small, progress=False)
+    path = train.save(result, tmp_path / "ccvae.pt")
+    loaded = train.load(path, config)
+    assert isinstance(loaded.model, CCVAE) and loaded.model.config() == result.model.config()
+    x = shapes_small.x_test[:8]
+    assert torch.equal(loaded.model.classify(x), result.model.classify(x))
+    with pytest.raises(train.CheckpointError, match="objective"):
+        train.load(path, TrainConfig(dataset="shapes"))
