@@ -11,6 +11,7 @@ from ssvae_lib import data, engine, latent, metrics, objectives, toy, toy_experi
 from ssvae_lib.config import TrainConfig
 from ssvae_lib.models import CCVAE
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
 D, DZ = 3, 2          # pixels; latent units z = (z_c, z_s), one each
 

@@ -26,14 +26,7 @@ from tiny_run import tiny_config as tiny
 HISTORY_KEYS = ("train_loss", "accuracy", "elbo", "log_likelihood")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread avoids the cost of waking a thread pool for every small
-    operation (4x faster on a shared 2-core machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(a, b, rtol=1e-5, atol=1e-5):

@@ -19,13 +19,7 @@ from ssvae_lib.data import load_dataset
 from ssvae_lib import objectives as O
 from ssvae_lib.models import SSVAE
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and far faster on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 F64 = torch.float64

@@ -33,13 +33,7 @@ SMALL = dict(dataset="digits", epochs=1, seeds=(0, 1), alphas=(1.0, 30.0),
                             max_train=300, max_test=100, batch_size=100, labelled_batch_size=20, device="cpu"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster on a shared machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
