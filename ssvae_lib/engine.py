@@ -11,6 +11,11 @@ independent Adams). Run r of a stack equals training it alone up to float roundi
 
 The thesis's batch-keyed labelling makes a step supervised for some runs and unsupervised for others:
 runs are grouped by which terms their step has, and each group is one vectorised call.
+
+The CCVAE (``objective="ccvae"``, ``models.CCVAE``) goes through the same step, loop and evaluation: only
+:func:`bounds` (its Eq. 4 and Eq. 5) and the evaluation's bound and IWAE estimate differ. :func:`fit` is the
+same loop for a model trained on one set of examples without a labelled schedule (the K-label model of
+``multilabel``, the pairs of ``weak``).
 """
 from __future__ import annotations
 
@@ -71,12 +76,12 @@ def draw_step_noise(config: TrainConfig, model: SSVAE, n_unlabelled: int | None,
     return noise
 
 
-def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, style_dim: int,
+def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, latent_dim: int,
                     generator: torch.Generator | None, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """The noise of one evaluation, one draw per batch of ``batch_size`` images: ELBO eps
     ``[1, n_images, Dz]`` (all batches), then IWAE eps ``[K, n_iwae, Dz]``."""
     def drawn(n, samples):
-        return torch.cat([_normal((samples, min(batch_size, n - start), style_dim), generator)
+        return torch.cat([_normal((samples, min(batch_size, n - start), latent_dim), generator)
                           for start in range(0, n, batch_size)], dim=1)
     elbo_eps = drawn(n_images, 1)
     return elbo_eps, drawn(n_iwae, iwae_samples)
