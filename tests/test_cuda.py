@@ -1,5 +1,5 @@
 """The library on a CUDA device: training, the engine's stacked runs, evaluation, the results store,
-checkpoints, the live panel and the per-device noise generators.
+checkpoints, the live panel, the per-device noise generators, and the CCVAE and weak supervision of notebook 09.
 
 Every test is marked ``cuda`` and skipped where ``torch.cuda.is_available()`` is False (the reason is
 printed by ``pytest -rs``). On a GPU machine: ``python -m pytest tests/test_cuda.py -m cuda -rs``
@@ -28,7 +28,7 @@ from tiny_run import tiny_config
 
 DEVICE = os.environ.get("SSVAE_TEST_DEVICE", "cuda")
 ON_CUDA = torch.device(DEVICE).type == "cuda"
-TIMING_KEYS = ("train_seconds", "wall_seconds")
+TIMING_KEYS = ("train_seconds", "wall_seconds", "seconds")
 HISTORY_KEYS = ("train_loss", "accuracy", "elbo", "log_likelihood")
 
 pytestmark = [pytest.mark.cuda,
@@ -181,3 +181,20 @@ def test_training_panel_trains_on_the_device(digits):
     assert on_device(result.model) and len(result.history) == 2 and not result.stopped_early
     assert panel.history == result.history and panel.plot.value[:4] == b"\x89PNG"
     assert "finished" in panel.status.value and "accuracy" in panel.status.value
+
+
+# the models of notebook 09: the CCVAE through the engine, the Ada-GVAE through engine.fit ------------
+def test_ccvae_and_weak_supervision_train_on_the_device_and_repeat_exactly(digits):
+    from ssvae_lib import data, metrics, shapes, weak
+    config = tiny(objective="ccvae", n_samples=2)
+    first, again = (T.train(config, dataset=digits, progress=False) for _ in range(2))
+    assert on_device(first.model) and without_timing(first.history) == without_timing(again.history)
+    ds = data.load_dataset("shapes")
+    weak_config = weak.WeakConfig(n_pairs=40, epochs=1, max_train=300, hidden_dim=16, seed=0)
+    runs = [weak.train_weak(weak_config, dataset=ds, device=DEVICE) for _ in range(2)]
+    assert on_device(runs[0].model) and without_timing(runs[0].history) == without_timing(runs[1].history)
+    x = ds.x_test[:20].to(DEVICE)
+    assert runs[0].model.representation(x).device.type == torch.device(DEVICE).type
+    reference = torch.as_tensor(shapes.render_all()[:200].copy())
+    found = metrics.nearest_factors(runs[0].model.reconstruct(x).cpu(), reference, shapes.all_factors()[:200])
+    assert found.shape == (20, 5)
