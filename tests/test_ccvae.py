@@ -75,8 +75,8 @@ def test_unsupervised_bound_is_unbiased_for_eq5():
 
 def test_supervised_bound_converges_to_eq4():
     # Self-normalised weights: a bias O(1/S). Measured on this toy with 4,000 replications: at most 0.14 nats
-    # at S = 10 (4.4 standard errors), 0.033 at S = 50, so about 1.4/S; at S = 1,000 that is 1.4e-3, a tenth of
-    # the standard error of 200 replications, and the tolerance adds 2e-3 for it.
+    # at S = 10 (4.4 standard errors), 0.033 at S = 50, so about 1.4/S; at S = 1,000 that is 1.4e-3, below half
+    # of the smallest standard error of 200 replications (3.8e-3), and the tolerance adds 2e-3 for it.
     t, x, y = make_toy(), images(), torch.tensor([0, 1, 2, 1])
     model = library_model(t)
     exact = t.supervised_bound(x, y)
