@@ -566,7 +566,8 @@ def nearest_factors(images, reference_images, reference_factors, batch_size: int
     """The factors of each image ``[n, D]`` read off its nearest reference image (Euclidean distance in
     pixels), ``[n, K]``. With every combination of the factors rendered as the reference (the shapes data),
     this reads a generated image as the factors of the rendered image it is closest to."""
-    images, reference = torch.as_tensor(images), torch.as_tensor(reference_images).to(torch.as_tensor(images).dtype)
+    images = torch.as_tensor(images)
+    reference = torch.as_tensor(reference_images).to(images.dtype)
     reference_factors = _class_array(reference_factors, "reference_factors", 2)
     if images.dim() != 2 or reference.dim() != 2 or images.shape[1] != reference.shape[1] \
             or len(reference) != len(reference_factors):
@@ -585,7 +586,7 @@ def intervention_scores(model, x: torch.Tensor, factors, reference_images, refer
     the rest of its code kept) and read by :func:`nearest_factors`. Returns ``changed``, the share of
     interventions read with the new label value; ``kept`` ``[K]``, the share read with factor k unchanged
     (NaN for the label factor); and ``reconstruction`` ``[K]``, the share of ``model.reconstruct(x)`` read
-    with factor k right: what a perfect intervention could keep at most."""
+    with factor k right: the reference without an intervention."""
     factors = _class_array(factors, "factors", 2)
     if len(factors) != len(x):
         raise ValueError(f"factors must have one row per image ({len(x)}), got {len(factors)}")

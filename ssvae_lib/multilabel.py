@@ -255,5 +255,4 @@ def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None 
 
     history = engine.fit(model, batch_loss, len(x), epochs=config.epochs, batch_size=config.batch_size,
                          lr=config.lr, seed=config.seed, evaluate=scores)
-    result = MultiLabelResult(config, model, observed.cpu(), history)
-    return result
+    return MultiLabelResult(config, model, observed.cpu(), history)

@@ -9,8 +9,9 @@
   :func:`ssvae_lib.objectives.supervised_is_terms`), the four estimates of the notebook
   (:func:`supervised_estimates`) and their exact references by quadrature
   (:func:`supervised_estimator_reference`).
-* 09 characteristic capturing: :func:`ccvae_from_toy`, the library's ``models.CCVAE`` with the weights that make
-  it a :class:`~ssvae_lib.toy.CharacteristicToy`, so its bounds can be checked against the toy's.
+* 09 characteristic capturing and weak supervision: :func:`set_linear_gaussian` gives a ``models.VAE`` (or
+  CCVAE) the weights of a linear-Gaussian toy; :func:`ccvae_from_toy` is the library's ``models.CCVAE`` made a
+  :class:`~ssvae_lib.toy.CharacteristicToy`, so its bounds can be checked against the toy's.
 
 The toys themselves import nothing they check; this module runs the code under test
 (:mod:`ssvae_lib.estimators`, :mod:`ssvae_lib.objectives`) on them.
@@ -26,7 +27,7 @@ from . import objectives
 from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
-from .models import CCVAE
+from .models import CCVAE, VAE
 from .toy import LOG_2PI, CharacteristicToy, LinearGaussian, ToyStyleFirstModel, diag_log_density, gauss_hermite
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
@@ -34,7 +35,7 @@ __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaus
            "elbo_gradient_per_sample", "elbo_gradient_estimates", "exact_elbo_gradient",
            "exact_gradient_moments", "PosteriorImportanceSampling", "ReplicateSummary", "replicate_estimates",
            "draw_supervised_terms", "supervised_estimates", "SupervisedEstimatorReference",
-           "supervised_estimator_reference", "ccvae_from_toy"]
+           "supervised_estimator_reference", "set_linear_gaussian", "ccvae_from_toy"]
 
 GRADIENT_ESTIMATORS = ("reparameterised", "score_function")
 IS_ESTIMATORS = ("normaliser", "log_normaliser", "posterior_mean_is", "posterior_mean_snis")
@@ -451,25 +452,36 @@ def supervised_estimator_reference(model: ToyStyleFirstModel, x, y, alpha: float
         weight_variance=float((node_w * (w_bar - 1.0) ** 2).sum()))
 
 
-# -- 09: the CCVAE as its linear-Gaussian toy ------------------------------------------------------------
+# -- 09: the VAE and the CCVAE as linear-Gaussian toys ---------------------------------------------------
+@torch.no_grad()
+def set_linear_gaussian(model: VAE, W, b, A, c, log_sigma, log_sigma_weight=None) -> VAE:
+    """Set every weight of a float64 ``models.VAE`` (or ``CCVAE``; ``hidden_dim`` ≥ 2·max(D, Dz)) so that its
+    decoder mean is Wz + b and q(z|x) = N(Ax + c, diag exp(2(Lx + ℓ))), ℓ = ``log_sigma``, L =
+    ``log_sigma_weight`` (default 0): the ReLU layers carry these linear maps with the pair trick
+    relu(h) − relu(−h) = h (hidden units [h, −h]). Everything else (a CCVAE's classifier and prior) is zeroed."""
+    d, dz = model.input_dim, model.latent_dim
+    eye_x, eye_z = torch.eye(d, dtype=torch.float64), torch.eye(dz, dtype=torch.float64)
+    L = torch.zeros(dz, d, dtype=torch.float64) if log_sigma_weight is None else log_sigma_weight
+    for p in model.parameters():
+        p.zero_()
+    model.hidden.weight[:2 * d] = torch.cat([eye_x, -eye_x])                            # h = relu([x, −x])
+    model.latent_head.weight[:, :2 * d] = torch.cat([torch.cat([A, -A], 1), torch.cat([L, -L], 1)])
+    model.latent_head.bias.copy_(torch.cat([c, log_sigma]))                             # mu = Ax + c
+    model.decoder_in.weight[:2 * dz] = torch.cat([eye_z, -eye_z])                        # relu([z, −z])
+    model.decoder_out.weight[:, :2 * dz] = torch.cat([W, -W], 1)                         # mean = Wz + b
+    model.decoder_out.bias.copy_(b)
+    return model
+
+
 def ccvae_from_toy(t: CharacteristicToy) -> CCVAE:
-    """A float64 ``models.CCVAE`` computing exactly the densities of the toy ``t``: its ReLU layers carry the
-    toy's linear maps with the pair trick relu(h) − relu(−h) = h (hidden units [h, −h]), the encoder's
-    log σ is a bias, the observation model Gaussian with the toy's s."""
+    """A float64 ``models.CCVAE`` computing exactly the densities of the toy ``t`` (:func:`set_linear_gaussian`,
+    the observation model Gaussian with the toy's s, the classifier and conditional prior the toy's)."""
     d, dz = t.W.shape
     model = CCVAE(input_dim=d, hidden_dim=2 * max(d, dz), n_classes=t.n_classes,
                   characteristic_dim=t.characteristic_dim, style_dim=dz - t.characteristic_dim,
                   observation=dict(name="gaussian", sigma=t.s)).double()
-    eye_x, eye_z = torch.eye(d, dtype=torch.float64), torch.eye(dz, dtype=torch.float64)
+    set_linear_gaussian(model, t.W, t.b, t.A, t.c, t.log_sigma_q)
     with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.hidden.weight[:2 * d] = torch.cat([eye_x, -eye_x])                        # h = relu([x, −x])
-        model.latent_head.weight[:dz, :2 * d] = torch.cat([t.A, -t.A], 1)               # mu = Ax + c
-        model.latent_head.bias.copy_(torch.cat([t.c, t.log_sigma_q]))
-        model.decoder_in.weight[:2 * dz] = torch.cat([eye_z, -eye_z])                    # relu([z, −z])
-        model.decoder_out.weight[:, :2 * dz] = torch.cat([t.W, -t.W], 1)                 # mean = Wz + b
-        model.decoder_out.bias.copy_(t.b)
         model.classifier.weight.copy_(t.U)
         model.classifier.bias.copy_(t.v)
         model.prior_mu.copy_(t.prior_mu)

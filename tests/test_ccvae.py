@@ -167,7 +167,8 @@ def test_ccvae_trains_in_the_engine_and_stacked_runs_equal_single_runs(shapes_sm
         assert run.error is None and isinstance(run.model, CCVAE)
         for a, b in zip(run.history, single.history):
             for key in ("train_loss", "accuracy", "elbo", "log_likelihood"):
-                assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-4), (key, a[key], b[key])
+                # float32 round-off of the vectorised run: measured at most 8e-8 relative
+                assert math.isclose(a[key], b[key], rel_tol=1e-6), (key, a[key], b[key])
         last = run.history[-1]
         assert last["log_likelihood"] >= last["elbo"] - 1.0   # IWAE (K = 2) vs Eq. 5, both per image
 

@@ -19,6 +19,7 @@ from ssvae_lib import weak as W
 from ssvae_lib.data import load_dataset
 from ssvae_lib.models import VAE
 from ssvae_lib.toy import LinearGaussian
+from ssvae_lib.toy_experiments import set_linear_gaussian
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,22 +167,9 @@ def _toy():
 
 def _linear_vae(toy, A, c, ell, L=None):
     """A float64 ``VAE`` equal to the toy's decoder with q(z|x) = N(Ax + c, diag exp(2(Lx + ell)))."""
-    hidden = 2 * max(D, DZ)
-    model = VAE(input_dim=D, hidden_dim=hidden, latent_dim=DZ,
+    model = VAE(input_dim=D, hidden_dim=2 * max(D, DZ), latent_dim=DZ,
                 observation=dict(name="gaussian", sigma=SIGMA_X)).double()
-    eye_x, eye_z = torch.eye(D, dtype=F64), torch.eye(DZ, dtype=F64)
-    L = torch.zeros(DZ, D, dtype=F64) if L is None else L
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.hidden.weight[:D], model.hidden.weight[D:2 * D] = eye_x, -eye_x            # [relu(x), relu(−x)]
-        model.latent_head.weight[:DZ, :D], model.latent_head.weight[:DZ, D:2 * D] = A, -A
-        model.latent_head.weight[DZ:, :D], model.latent_head.weight[DZ:, D:2 * D] = L, -L
-        model.latent_head.bias[:DZ], model.latent_head.bias[DZ:] = c, ell
-        model.decoder_in.weight[:DZ], model.decoder_in.weight[DZ:2 * DZ] = eye_z, -eye_z   # [relu(z), relu(−z)]
-        model.decoder_out.weight[:, :DZ], model.decoder_out.weight[:, DZ:2 * DZ] = toy.W, -toy.W
-        model.decoder_out.bias[:] = toy.b
-    return model
+    return set_linear_gaussian(model, toy.W, toy.b, A, c, ell, L)
 
 
 def _chosen_q(toy):
