@@ -25,6 +25,7 @@ import torch
 
 from . import data as data_mod
 from . import settings
+from .checks import check_choice, check_int, check_real
 from .likelihoods import OBSERVATIONS
 from .models import CCVAE, ORDERS, SSVAE
 
@@ -91,22 +92,22 @@ class TrainConfig:
         for name, choices in (("objective", OBJECTIVES), ("order", ORDERS), ("observation", OBSERVATIONS),
                               ("supervised_estimator", SUPERVISED_ESTIMATORS),
                               ("labelling", LABELLINGS), ("corruption_protocol", CORRUPTION_PROTOCOLS)):
-            need(getattr(self, name) in choices, name, f"one of {choices}")
+            check_choice(f"TrainConfig: {name}", getattr(self, name), choices)
         if self.objective == "m2" and self.order != "label_first":
             raise ValueError("TrainConfig: objective 'm2' needs order 'label_first' (M2 has q(y|x) q(z|x,y)); "
                              "use objective 'ssvae'")
         for name in ("alpha", "gamma", "beta"):
-            need(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, "a finite number >= 0")
+            check_real(f"TrainConfig: {name}", getattr(self, name), 0.0)
         for name in ("lr", "temperature"):
-            need(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, "a finite number > 0")
-        need(0.0 <= self.corruption_rate <= 1.0, "corruption_rate", "a number in [0, 1]")
+            check_real(f"TrainConfig: {name}", getattr(self, name), 0.0, open_interval=True)
+        check_real("TrainConfig: corruption_rate", self.corruption_rate, 0.0, 1.0)
         for name in ("epochs", "batch_size", "labelled_batch_size", "n_samples", "hidden_dim", "style_dim",
                      "iwae_samples", "iwae_examples"):
-            need(getattr(self, name) >= 1, name, "a positive integer")
+            check_int(f"TrainConfig: {name}", getattr(self, name))
         for name in ("n_labelled", "max_train", "max_test"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "a positive integer or None (all)")
         need(self.augment_shift >= 0, "augment_shift", "an integer >= 0 (pixels)")
-        need(math.isfinite(self.sigma) and self.sigma > 0, "sigma", "a finite number > 0")
+        check_real("TrainConfig: sigma", self.sigma, 0.0, open_interval=True)
         need(self.var_floor is None or (math.isfinite(self.var_floor) and self.var_floor >= 0), "var_floor",
              "None or a finite number >= 0")
         if not self.observation.startswith("gaussian"):
@@ -114,14 +115,14 @@ class TrainConfig:
                  "left at 1 with var_floor None: they apply to Gaussian observations only")
         need(0 <= self.pretrain_epochs < self.epochs, "pretrain_epochs", "an integer in [0, epochs)")
         need(not self.learn_beta or self.beta == 1.0, "beta", "1 when learn_beta is set (β is learned)")
-        need(self.characteristic_dim >= 1, "characteristic_dim", "a positive integer")
+        check_int("TrainConfig: characteristic_dim", self.characteristic_dim)
         if self.objective == "ccvae":
             need(self.beta == 1.0 and not self.learn_beta and self.supervised_estimator == "as_written", "beta",
                  "1 (and learn_beta False, supervised_estimator left as is) with objective 'ccvae': its bounds "
                  "(Joy et al. 2021 Eq. 4-5) have no β")
         else:
             need(self.characteristic_dim == 2, "characteristic_dim", "left at 2: it applies to objective 'ccvae' only")
-        need(self.validation_size >= 0, "validation_size", "an integer >= 0")
+        check_int("TrainConfig: validation_size", self.validation_size, 0)
         need(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
              "'auto', 'cpu', 'mps' or 'cuda[:i]'")
@@ -162,8 +163,8 @@ def _typed(name: str, value):
             return float(value)
         if kind is str and isinstance(value, str):
             return value
-    allowed = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}[kind] + (" or None" if optional else "")
-    raise ValueError(f"TrainConfig: {name} must be {allowed}, got {value!r}")
+    allowed = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}[kind]
+    raise ValueError(f"TrainConfig: {name} must be {allowed}{' or None' if optional else ''}, got {value!r}")
 
 
 # Settings chosen on 1,000-image validation splits for M = 100 labels on MNIST-10k (README, Benchmarks):
@@ -230,9 +231,8 @@ def build_model(config: TrainConfig, input_dim: int, n_classes: int) -> SSVAE | 
         observation = dict(name="gaussian", sigma=config.sigma, var_floor=config.var_floor,
                            learned=observation == "gaussian_learned",
                            n_pixels=input_dim if observation == "gaussian_learned" else None)
+    shared = dict(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
+                  style_dim=config.style_dim, observation=observation)
     if config.objective == "ccvae":
-        return CCVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
-                     characteristic_dim=config.characteristic_dim, style_dim=config.style_dim, observation=observation)
-    return SSVAE(input_dim=input_dim, hidden_dim=config.hidden_dim, n_classes=n_classes,
-                 style_dim=config.style_dim, order=config.order, observation=observation,
-                 learn_beta=config.learn_beta)
+        return CCVAE(**shared, characteristic_dim=config.characteristic_dim)
+    return SSVAE(**shared, order=config.order, learn_beta=config.learn_beta)

@@ -83,8 +83,7 @@ def draw_eval_noise(n_images: int, n_iwae: int, iwae_samples: int, latent_dim: i
     def drawn(n, samples):
         return torch.cat([_normal((samples, min(batch_size, n - start), latent_dim), generator)
                           for start in range(0, n, batch_size)], dim=1)
-    elbo_eps = drawn(n_images, 1)
-    return elbo_eps, drawn(n_iwae, iwae_samples)
+    return drawn(n_images, 1), drawn(n_iwae, iwae_samples)
 
 
 # -- one run: the step's terms and the evaluation's sums, as functions of (model, inputs) ---
@@ -96,16 +95,16 @@ def bounds(model, config: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, 
     enumerated or concrete) otherwise; noise from ``noise`` (see :func:`draw_step_noise`) or drawn.
     ``beta``: the style's KL weight (a number or a learned tensor; default ``config.beta``)."""
     noise = noise or {}
+    alpha = config.alpha if alpha is None else alpha
     beta = config.beta if beta is None else beta
     if config.objective == "ccvae":
         if y is not None:
-            return objectives.characteristic_supervised_bound(model, x, y, config.alpha if alpha is None else alpha,
+            return objectives.characteristic_supervised_bound(model, x, y, alpha,
                                                               n_samples=config.n_samples, eps=noise.get("l_eps"),
                                                               generator=generator, validate=validate)
         return objectives.characteristic_unsupervised_bound(model, x, eps=noise.get("u_eps"), generator=generator,
                                                             validate=validate)
     if y is not None:
-        alpha = config.alpha if alpha is None else alpha
         estimator = "m2" if config.objective == "m2" else "is"
         weighted = estimator == "is" and config.supervised_estimator == "importance_weighted"
         return objectives.supervised_bound(model, x, y, alpha, estimator=estimator, n_samples=config.n_samples,
@@ -153,8 +152,8 @@ def step_loss(model, config: TrainConfig, x_unlab, x_lab, y_lab, generator=None)
     if x_lab is not None:
         inputs.update(x_l=x_lab, y_l=y_lab)
     terms = step_terms(model, config, inputs, validate=True)
-    named = {name: terms[i] for i, name in enumerate(("unsupervised", "supervised"))
-             if ("x_u", "x_l")[i] in inputs}
+    named = {name: term for name, key, term in zip(("unsupervised", "supervised"), ("x_u", "x_l"), terms)
+             if key in inputs}
     return terms.sum(), named
 
 
@@ -286,9 +285,8 @@ def evaluate(model: SSVAE, x: torch.Tensor, y: torch.Tensor, *, iwae_samples: in
     if len(x) == 0:
         raise ValueError("evaluate needs at least one image, got an empty batch")
     if not isinstance(y, torch.Tensor) or y.is_floating_point() or tuple(y.shape) != (len(x),):
-        raise ValueError(f"labels y must be integer class indices of shape [{len(x)}], got "
-                         f"{list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
-                         f"{' ' + str(y.dtype) if isinstance(y, torch.Tensor) else ''} "
+        got = f"{list(y.shape)} {y.dtype}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"labels y must be integer class indices of shape [{len(x)}], got {got} "
                          "(for one-hot labels pass y.argmax(1))")
     if int(y.min()) < 0 or int(y.max()) >= model.n_classes:
         raise ValueError(f"labels must lie in [0, {model.n_classes - 1}], got {int(y.min())} to {int(y.max())}")

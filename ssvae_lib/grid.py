@@ -119,10 +119,10 @@ class GridSpec:
 
     @classmethod
     def from_dict(cls, values: dict) -> "GridSpec":
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(allowed))
         if unknown:
-            raise ValueError(f"GridSpec: unknown keys {unknown}; allowed: "
-                             f"{[f.name for f in dataclasses.fields(cls)]}")
+            raise ValueError(f"GridSpec: unknown keys {unknown}; allowed: {allowed}")
         return cls(**values)
 
     @classmethod
