@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import shapes
-from .checks import check_int
+from .checks import check_choice, check_int, check_real
 from .dataset import Dataset
 from .settings import DATA_DIR_ENV
 from .shapes import ShapesSampler  # noqa: F401 - data.ShapesSampler (issue API)
@@ -357,8 +357,7 @@ def _load_mnist(root, download, mirrors, checksums, timeout, deadline) -> Datase
 def _load_mnist_t10k(root, download, mirrors, checksums, timeout, deadline, seed) -> Dataset:
     files = _load_idx_files(MNIST_TEST_FILES, root, download, mirrors, checksums, timeout, deadline)
     x, y = _images_and_labels(*(files[s] for s in MNIST_TEST_FILES))
-    n_test = round(T10K_TEST_FRACTION * len(x))
-    train, test = split_train_test(len(x), n_test, seed)
+    train, test = split_train_test(len(x), round(T10K_TEST_FRACTION * len(x)), seed)
     provenance = (f"MNIST-10k: the {len(x):,} official MNIST test digits re-split "
                   f"{len(train):,} train / {len(test):,} test (seed {seed}); not full MNIST")
     image_shape = files[MNIST_TEST_FILES[0]][1].shape[1:]
@@ -571,22 +570,19 @@ def corrupt_labels(labels, rate: float, n_classes: int, seed: int, protocol: str
     Returns (corrupted labels int64, mask of the labels that changed), on the labels' device.
     """
     y = _label_array(labels)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer)) \
-            or not 0.0 <= float(rate) <= 1.0:
-        raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
+    rate = check_real("rate", rate, 0.0, 1.0)
     check_int("n_classes", n_classes, low=2)
     if len(y) and y.max() >= n_classes:
         raise ValueError(f"label {y.max()} is outside 0..{n_classes - 1}")
+    check_choice("protocol", protocol, ("fixed", "per_epoch"))
     if protocol == "fixed":
         rng = _rng(seed, _STREAM_CORRUPT_FIXED)
-    elif protocol == "per_epoch":
-        if epoch is None:
-            raise ValueError('protocol="per_epoch" needs the epoch number (epoch=0, 1, ...)')
+    elif epoch is None:
+        raise ValueError('protocol="per_epoch" needs the epoch number (epoch=0, 1, ...)')
+    else:
         check_int("epoch", epoch, low=0)
         rng = _rng(seed, _STREAM_CORRUPT_PER_EPOCH, epoch)
-    else:
-        raise ValueError(f"protocol must be 'fixed' or 'per_epoch', got {protocol!r}")
-    n_corrupt = math.floor(float(rate) * len(y) + 0.5)  # round half up
+    n_corrupt = math.floor(rate * len(y) + 0.5)  # round half up
     which = rng.choice(len(y), size=n_corrupt, replace=False)
     corrupted = y.copy()
     # Adding 1..K-1 modulo K maps each label uniformly onto the K-1 other classes.
@@ -613,8 +609,7 @@ def thesis_labelled_batches(n_examples: int, n_labelled: int, batch_size: int,
     (each independently with probability M/N, drawn once per seed, the same every epoch)."""
     n_batches = _thesis_n_batches(n_examples, batch_size)
     check_int("n_labelled", n_labelled, low=0, high=n_examples)
-    rng = _rng(seed, _STREAM_THESIS_BATCHES)
-    return rng.random(n_batches) < n_labelled / n_examples
+    return _rng(seed, _STREAM_THESIS_BATCHES).random(n_batches) < n_labelled / n_examples
 
 
 def thesis_epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:

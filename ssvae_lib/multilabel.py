@@ -33,7 +33,7 @@ import torch
 
 from . import data as data_mod
 from . import engine, settings
-from .checks import check_int, check_real
+from .checks import check_choice, check_int, check_real
 from .models import MultiLabelSSVAE, check_label_range
 from .objectives import categorical_entropy, gaussian_kl, reparameterise
 from .shapes import FACTOR_NAMES, FACTOR_SIZES
@@ -198,8 +198,7 @@ def shapes_labels(dataset: data_mod.Dataset, label_factors, split: str = "train"
     """The named factors of the shapes data as int64 labels ``[N, K]``."""
     if dataset.factor_names is None:
         raise ValueError(f"dataset {dataset.name!r} has no generative factors")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice("split", split, ("train", "test"))
     columns = [dataset.factor_names.index(name) for name in label_factors]
     return torch.as_tensor(getattr(dataset, f"factors_{split}")[:, columns], dtype=torch.int64)
 
@@ -235,9 +234,9 @@ def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None 
     if config.max_train is not None and config.max_train < len(x):
         keep = torch.as_tensor(np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.max_train]))
         x, labels = x[keep], labels[keep]
-    x_test, labels_test = ds.x_test, shapes_labels(ds, config.label_factors, "test")
     device = torch.device(device)
-    x, labels, x_test, labels_test = x.to(device), labels.to(device), x_test.to(device), labels_test.to(device)
+    x, labels = x.to(device), labels.to(device)
+    x_test, labels_test = ds.x_test.to(device), shapes_labels(ds, config.label_factors, "test").to(device)
     observed = observation_mask(len(x), len(config.label_factors), config.observe_prob, config.seed).to(device)
 
     sizes = [FACTOR_SIZES[FACTOR_NAMES.index(name)] for name in config.label_factors]

@@ -66,7 +66,7 @@ def compare_with_library(model: SSVAE, x: torch.Tensor, y: torch.Tensor | None =
         else:
             bound = objectives.supervised_bound(model, x, y, 0.0, n_samples=particles, generator=generator)
         ours.append(float(bound.mean()))
-    (p, p_se), (l, l_se) = (tuple(float(v) for v in mean_and_standard_error(torch.tensor(values, dtype=torch.float64)))
+    (p, p_se), (l, l_se) = (map(float, mean_and_standard_error(torch.tensor(values, dtype=torch.float64)))
                             for values in (theirs, ours))
     return {"pyro": p, "pyro_se": p_se, "library": l, "library_se": l_se,
             "z": (p - l) / max((p_se ** 2 + l_se ** 2) ** 0.5, 1e-12)}

@@ -64,7 +64,7 @@ def render_sprite(shape: int, scale: int, rotation: int) -> np.ndarray:
 
     Arguments are factor indices (see the module table)."""
     for name, value, size in zip(FACTOR_NAMES[:3], (shape, scale, rotation), FACTOR_SIZES[:3]):
-        _check_index(name, value, size)
+        check_int(name, value, low=0, high=size - 1)
     offsets = (np.arange(SUPERSAMPLING) + 0.5) / SUPERSAMPLING
     coords = (np.arange(IMAGE_SIZE)[:, None] + offsets[None, :]).reshape(-1) - _SPRITE_CENTRE
     x = coords[None, :]            # sub-pixel x, to the right
@@ -168,12 +168,6 @@ class ShapesSampler:
         """``n`` random factors and their images: (int64 [n, 5], float32 [n, 784])."""
         factors = self.sample_factors(n, rng)
         return factors, self.sample_observations(factors)
-
-
-def _check_index(name: str, value, size: int) -> None:
-    """An integer index in [0, size − 1] (not a bool), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < size:
-        raise ValueError(f"{name} must be an integer index in [0, {size - 1}], got {value!r}")
 
 
 def load_shapes(seed: int = 0, test_fraction: float = 0.2, label: str = "shape") -> Dataset:
