@@ -33,8 +33,8 @@ def _check_posterior(mu: torch.Tensor, log_sigma: torch.Tensor) -> None:
 
 
 def kl_per_dimension(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """Mean over images of KL(N(μ_j, σ_j²) ‖ N(0, 1)) = ½(σ_j² + μ_j² − 1) − log σ_j, per unit: ``[Dz]``.
-    Their sum is the KL term of the ELBO (Eq. 1), averaged over the images."""
+    """Mean over images of KL(N(μ_j, σ_j²) ‖ N(0, 1)) = ½(σ_j² + μ_j² − 1) − log σ_j, per unit:
+    ``[Dz]``. Their sum is the KL term of the ELBO (Eq. 1), averaged over the images."""
     _check_posterior(mu, log_sigma)
     return gaussian_kl(mu[..., None], log_sigma[..., None]).mean(0)        # each unit its own 1-d KL
 
@@ -54,13 +54,12 @@ def mutual_information(mu: torch.Tensor, log_sigma: torch.Tensor, n_samples: int
     (the mixture is exact; only the outer expectation is sampled). Between 0 (z ignores x) and log N, up to
     the Monte Carlo error of that expectation."""
     _check_posterior(mu, log_sigma)
-    check_int("n_samples", n_samples, low=1)
-    n = len(mu)
+    check_int("n_samples", n_samples)
     eps = torch.randn((n_samples, *mu.shape), generator=generator, dtype=mu.dtype).to(mu.device)
     z = mu + torch.exp(log_sigma) * eps                                                 # [S, N, Dz]
-    log_q = gaussian_log_density(z[:, :, None, :], mu, log_sigma)      # log q(z_{s,n} | x_m) for every pair: [S, N, M]
+    log_q = gaussian_log_density(z[:, :, None, :], mu, log_sigma)  # log q(z_{s,n}|x_m), all pairs: [S, N, M]
     own = torch.diagonal(log_q, dim1=1, dim2=2)                                        # [S, N]
-    aggregate = torch.logsumexp(log_q, dim=-1) - math.log(n)
+    aggregate = torch.logsumexp(log_q, dim=-1) - math.log(len(mu))
     return float((own - aggregate).mean())
 
 

@@ -12,16 +12,9 @@ import math
 
 import torch
 
-__all__ = [
-    "log_mean_exp",
-    "importance_sampling_estimate",
-    "self_normalised_weights",
-    "self_normalised_estimate",
-    "effective_sample_size",
-    "iwae_bound",
-    "log_log_slope",
-    "mean_and_standard_error",
-]
+__all__ = ["log_mean_exp", "importance_sampling_estimate", "self_normalised_weights",
+           "self_normalised_estimate", "effective_sample_size", "iwae_bound", "log_log_slope",
+           "mean_and_standard_error"]
 
 
 def _check_samples(log_w: torch.Tensor, dim: int, name: str = "log_w") -> int:
@@ -57,8 +50,7 @@ def importance_sampling_estimate(log_p: torch.Tensor, log_q: torch.Tensor, f: to
     _check_samples(log_w, dim)
     log_w, f = torch.broadcast_tensors(log_w, f)
     shift = log_w.amax(dim=dim, keepdim=True).detach()
-    scaled = (f * torch.exp(log_w - shift)).mean(dim=dim)
-    return scaled * torch.exp(shift.squeeze(dim))
+    return (f * torch.exp(log_w - shift)).mean(dim=dim) * torch.exp(shift.squeeze(dim))
 
 
 def self_normalised_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -15,14 +15,13 @@ rebuilds a model from its name or its ``config()``; learned parameters live in i
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_real
+from .checks import check_int, check_real
 
 __all__ = ["ObservationModel", "Bernoulli", "ContinuousBernoulli", "Gaussian", "OBSERVATION_MODELS", "OBSERVATIONS",
            "build_observation_model", "bernoulli_log_likelihood", "gaussian_log_likelihood",
@@ -53,8 +52,7 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_sigma: torc
     −½·D·log(2π·var_floor). The variance is formed in log space (logaddexp), so any finite
     ``log_sigma`` gives a finite value when ``var_floor > 0``.
     """
-    if not var_floor >= 0.0 or not math.isfinite(var_floor):
-        raise ValueError(f"var_floor must be a finite number >= 0, got {var_floor!r}")
+    check_real("var_floor", var_floor, 0.0)
     log_sigma = torch.as_tensor(log_sigma, dtype=mean.dtype, device=mean.device)
     log_var = 2.0 * log_sigma
     if var_floor > 0.0:
@@ -175,18 +173,13 @@ class Gaussian(ObservationModel):
         self.sigma = check_real("sigma", sigma, 0.0, open_interval=True)
         if not isinstance(learned, bool):
             raise ValueError(f"learned must be True or False, got {learned!r}")
-        if learned and (not isinstance(n_pixels, numbers.Integral) or isinstance(n_pixels, bool)
-                        or n_pixels <= 0):
-            raise ValueError(f"n_pixels must be a positive int when learned=True, got {n_pixels!r}")
         if not learned and n_pixels is not None:
             raise ValueError(f"n_pixels is used only with learned=True (got n_pixels={n_pixels!r})")
-        self.learned, self.n_pixels = learned, (int(n_pixels) if learned else None)
+        self.learned, self.n_pixels = learned, (check_int("n_pixels", n_pixels) if learned else None)
         default_floor = 1e-3 if learned else 0.0
         self.var_floor = check_real("var_floor", default_floor if var_floor is None else var_floor, 0.0)
-        if learned:
-            self.log_sigma = nn.Parameter(torch.full((self.n_pixels,), math.log(self.sigma)))
-        else:
-            self.log_sigma = math.log(self.sigma)
+        log_sigma = math.log(self.sigma)
+        self.log_sigma = nn.Parameter(torch.full((self.n_pixels,), log_sigma)) if learned else log_sigma
 
     def log_prob(self, x, out):
         return gaussian_log_likelihood(x, out, self.log_sigma, self.var_floor)

@@ -147,8 +147,7 @@ def mutual_information_matrix(codes, factors, n_bins: int = 20) -> np.ndarray:
     f = _class_array(factors, "factors", 2)
     if f.shape[0] != binned.shape[0]:
         raise ValueError(f"codes have {binned.shape[0]} rows but factors have {f.shape[0]}")
-    return np.array([[discrete_mutual_information(binned[:, j], f[:, k]) for k in range(f.shape[1])]
-                     for j in range(binned.shape[1])])
+    return np.array([[discrete_mutual_information(code, factor) for factor in f.T] for code in binned.T])
 
 
 # -- Which digits the classifier q(y|x) mixes up ---------------------------------------------
@@ -180,15 +179,14 @@ def most_confused(confusion) -> tuple[int, int, int]:
 def _probe_accuracy(features_train, y_train, features_test, y_test, standardise: bool = True) -> float:
     """Test accuracy of a multinomial logistic-regression probe (with ``standardise``, features
     standardised on the training part, as the thesis's code does)."""
-    train, test = features_train, features_test
     if standardise:
         mean, std = features_train.mean(axis=0), features_train.std(axis=0)
         std = np.where(std > 0, std, 1.0)
-        train, test = (features_train - mean) / std, (features_test - mean) / std
+        features_train, features_test = (features_train - mean) / std, (features_test - mean) / std
     if len(np.unique(y_train)) < 2:  # one class seen: the only possible prediction
         return float(np.mean(y_test == y_train[0]))
-    probe = LogisticRegression(max_iter=1000).fit(train, y_train)
-    return float(np.mean(probe.predict(test) == y_test))
+    probe = LogisticRegression(max_iter=1000).fit(features_train, y_train)
+    return float(np.mean(probe.predict(features_test) == y_test))
 
 
 def _between_within_variance_ratio(z: np.ndarray, y: np.ndarray) -> float:
@@ -245,9 +243,8 @@ def leakage_scores(z, y, *, n_bins: int = 20, test_fraction: float = 0.2, seed: 
         raise ValueError("y takes a single value; leakage needs at least two classes")
     train, test = split_indices(len(y), test_fraction, seed)
 
-    single = [_probe_accuracy(z[train, j:j + 1], y[train], z[test, j:j + 1], y[test])
-              for j in range(z.shape[1])]
-    best = max(single)
+    best = max(_probe_accuracy(z[train, j:j + 1], y[train], z[test, j:j + 1], y[test])
+               for j in range(z.shape[1]))
     chance = 1.0 / n_classes
     mi = mutual_information_matrix(z, y[:, None], n_bins)[:, 0]
     top = np.sort(mi)[::-1]
@@ -275,7 +272,7 @@ def mig(codes, factors, n_bins: int = 20) -> float:
         raise ValueError("MIG needs codes with at least two dimensions")
     m = mutual_information_matrix(c, f, n_bins)
     top = np.sort(m, axis=0)[::-1]
-    entropies = np.array([discrete_entropy(f[:, k]) for k in range(f.shape[1])])
+    entropies = np.array([discrete_entropy(factor) for factor in f.T])
     return float(np.mean((top[0] - top[1]) / entropies))
 
 
@@ -545,8 +542,7 @@ def iwae_log_likelihood(model, x: torch.Tensor, n_samples: int = 16, generator=N
         log_pz = torch.logsumexp(terms["log_pz_y"] + model.log_prior_y(), dim=-1)
         return log_mean_exp(terms["log_px"] + log_pz - terms["log_qz"], dim=0)
     x = checked_input(model, x, validate)
-    n_classes = model.n_classes
-    labels = torch.eye(n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]   # [C, 1, 1, C]
+    labels = torch.eye(model.n_classes, device=x.device, dtype=x.dtype)[:, None, None, :]  # [C, 1, 1, C]
     log_p_y = model.log_prior_y()[:, None, None]                                        # [C, 1, 1]
     if model.order == "label_first":
         mu, log_sigma = model.encode(x, labels)                                         # [C, 1, B, Dz]

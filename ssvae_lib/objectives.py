@@ -114,16 +114,6 @@ def categorical_kl(logits_q: torch.Tensor, log_p: torch.Tensor, dim: int = -1) -
 
 
 # -- noise and the concrete relaxation -----------------------------------------------------------
-def _draw(kind: str, shape: tuple, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Fresh standard normal or Gumbel noise, drawn on the generator's device and moved to ``like``'s."""
-    if kind == "normal":
-        device = generator.device if generator is not None else like.device
-        noise = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
-    else:
-        noise = standard_gumbel(shape, dtype=like.dtype, generator=generator)
-    return noise.to(like.device)
-
-
 def standard_gumbel(shape, dtype: torch.dtype = torch.float32,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Standard Gumbel noise −log(−log U), U ~ Uniform(0, 1) clamped away from 0 and 1 (always finite)."""
@@ -168,8 +158,7 @@ def enumerated_unsupervised_bound(log_q_y: torch.Tensor, per_class_bound: torch.
     Classes whose q(y|x) underflows to 0 contribute 0.
     """
     log_q_y, per_class_bound = torch.broadcast_tensors(log_q_y, per_class_bound)
-    q_y = torch.exp(log_q_y)
-    return (q_y * (per_class_bound - log_q_y)).sum(dim)
+    return (torch.exp(log_q_y) * (per_class_bound - log_q_y)).sum(dim)
 
 
 def supervised_log_weights(log_q_yz: torch.Tensor, log_q_z: torch.Tensor) -> torch.Tensor:
@@ -245,8 +234,7 @@ def _check_alpha(alpha) -> None:
 def checked_input(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
     """``x`` for ``model``: with ``validate``, ``model.check_input(x)`` where the model has it (shape, dtype,
     the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``)."""
-    order = getattr(model, "order", None)
-    check_choice("model.order", order, ORDERS)
+    check_choice("model.order", getattr(model, "order", None), ORDERS)
     if validate and hasattr(model, "check_input"):
         return model.check_input(x)
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
@@ -282,13 +270,18 @@ def _labels(y: torch.Tensor, n_classes: int, x: torch.Tensor,
 def noise(kind: str, given: torch.Tensor | None, shape: tuple, like: torch.Tensor,
           generator: torch.Generator | None) -> torch.Tensor:
     """``given`` ("normal" eps or "gumbel" noise of ``shape``) checked and moved to ``like``'s device and
-    dtype, or fresh noise drawn from ``generator`` when None: the one place the bounds take their noise."""
-    name = "eps" if kind == "normal" else "gumbel"
+    dtype, or fresh noise drawn from ``generator`` (on its device, then moved) when None: the one place the
+    bounds take their noise."""
     if given is None:
-        return _draw(kind, shape, like, generator)
-    if tuple(given.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {list(shape)} ([n_samples, B, "
-                         f"{'Dz' if kind == 'normal' else 'C'}]), got {list(given.shape)}")
+        if kind == "normal":
+            device = generator.device if generator is not None else like.device
+            given = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
+        else:
+            given = standard_gumbel(shape, dtype=like.dtype, generator=generator)
+    elif tuple(given.shape) != tuple(shape):
+        name, dims = ("eps", "Dz") if kind == "normal" else ("gumbel", "C")
+        raise ValueError(f"{name} must have shape {list(shape)} ([n_samples, B, {dims}]), "
+                         f"got {list(given.shape)}")
     return given.to(device=like.device, dtype=like.dtype)
 
 
@@ -357,10 +350,9 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
                              f"q(z|x,y) is not available, got proposal={proposal!r}")
         mu, log_sigma = model.encode_marginal(x, **shared)                              # [B, Dz]
         z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
-        log_q_z = gaussian_log_density(z, mu, log_sigma)                                # [S, B]
-        log_q_y_given_z = _gather_class(torch.log_softmax(model.classify_style(x, z, **shared), -1), index)
-        log_q_yz = log_q_z + log_q_y_given_z
-        log_q_style = log_q_z
+        log_q_z = log_q_style = gaussian_log_density(z, mu, log_sigma)                  # [S, B]
+        # here log_q_y is log q(y|x,z^s), the label given the style: [S, B]
+        log_q_y = _gather_class(torch.log_softmax(model.classify_style(x, z, **shared), -1), index)
     else:
         proposal = "conditional" if proposal is None else proposal
         check_choice("proposal", proposal, PROPOSALS)
@@ -369,9 +361,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
         if proposal == "conditional":
             mu, log_sigma = model.encode(x, onehot, **shared)                           # [B, Dz]
             z = reparameterise(mu, log_sigma, n_samples, eps, generator)
-            log_q_z = gaussian_log_density(z, mu, log_sigma)                            # proposal
-            log_q_yz = log_q_y + log_q_z
-            log_q_style = log_q_z
+            log_q_z = log_q_style = gaussian_log_density(z, mu, log_sigma)              # proposal
         else:
             mu_all, log_sigma_all = model.encode(x, _class_onehots(n_classes, x), **shared)
             dz = mu_all.shape[-1]
@@ -387,7 +377,7 @@ def supervised_is_terms(model, x: torch.Tensor, y: torch.Tensor, *, n_samples: i
                                             log_sigma_all.transpose(0, 1))              # [S, B, C]
             log_q_z = torch.logsumexp(log_q_all + log_comp, dim=-1)                     # mixture
             log_q_style = _gather_class(log_comp, index)                                # q(z|x,y)
-            log_q_yz = log_q_y + log_q_style
+    log_q_yz = log_q_y + log_q_style
     log_p_z = standard_normal_log_density(z)
     log_p_xyz = model.log_likelihood(x, onehot, z) + log_p_y + log_p_z
     if torch.is_tensor(beta) or beta != 1:
@@ -577,10 +567,8 @@ def combined_objective(sup_bounds: torch.Tensor | None, unsup_bounds: torch.Tens
 
 
 def supervision_rate(gamma: float, n_labelled: int, n_unlabelled: int) -> float:
-    """ρ = γM / (N + γM), the share of the Eq. 10 weight on the labelled set (thesis §3.4.1).
-
-    M = ``n_labelled``, N = ``n_unlabelled``.
-    """
+    """ρ = γM / (N + γM), the share of the Eq. 10 weight on the labelled set (thesis §3.4.1), with
+    M = ``n_labelled`` and N = ``n_unlabelled``."""
     check_real("gamma", gamma, 0.0)
     check_int("n_labelled", n_labelled, low=0)
     check_int("n_unlabelled", n_unlabelled, low=0)
