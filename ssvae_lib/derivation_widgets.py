@@ -137,11 +137,10 @@ class GradientVariancePanel(_DerivationPanel):
         self.log_s = torch.as_tensor(log_s, dtype=model.W.dtype)
         self.n_replicates = int(n_replicates)
         dz = model.latent_dim
-        names = [f"m{j + 1}" for j in range(dz)] + [f"log σ{j + 1}" for j in range(dz)]
-        self.parameter_names = names
+        self.parameter_names = [f"m{j + 1}" for j in range(dz)] + [f"log σ{j + 1}" for j in range(dz)]
         self.n_samples = _control(widgets.SelectionSlider, "samples S", options=POWERS_OF_TWO, value=n_samples)
         self.parameter = _control(widgets.Dropdown, "derivative", value=0,
-                                  options=[(f"∂ELBO/∂{n}", i) for i, n in enumerate(names)])
+                                  options=[(f"∂ELBO/∂{n}", i) for i, n in enumerate(self.parameter_names)])
         self.exact_gradient = toy_experiments.exact_elbo_gradient(model, self.x, self.m, self.log_s)
         self.exact_variance = {name: toy_experiments.exact_gradient_moments(model, self.x, self.m, self.log_s, name)[1]
                                for name in toy_experiments.GRADIENT_ESTIMATORS}
@@ -236,9 +235,9 @@ class SupervisedEstimatorPanel(_DerivationPanel):
     def terms(self, n_samples: int):
         """The Eq. 17-20 log-densities for S = ``n_samples`` (drawn once per S with the panel's seed)."""
         if n_samples not in self._terms:
-            self._terms[n_samples] = toy_experiments.draw_supervised_terms(self.model, self.x, self.y, n_samples,
-                                                               self.n_replicates,
-                                                               generator=_generator(self.seed + n_samples))
+            self._terms[n_samples] = toy_experiments.draw_supervised_terms(
+                self.model, self.x, self.y, n_samples, self.n_replicates,
+                generator=_generator(self.seed + n_samples))
         return self._terms[n_samples]
 
     def compute(self) -> dict:
@@ -248,7 +247,7 @@ class SupervisedEstimatorPanel(_DerivationPanel):
 
     def draw(self, result):
         return derivation_plots.supervised_estimator_figure(result["estimates"], result["reference"],
-                                                 int(self.n_samples.value))
+                                                            int(self.n_samples.value))
 
     def describe(self, result) -> str:
         ref, rows = result["reference"], []

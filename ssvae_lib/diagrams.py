@@ -9,7 +9,7 @@ from __future__ import annotations
 import daft
 from matplotlib.patches import Wedge
 
-from .checks import check_choice
+from .checks import check_choice, check_int
 
 RECOGNITION_ORDERS = {
     "label_first": ("recognition, label_first (M2, Eq. 5)\n" r"$q_\phi(y\mid x)\,q_\phi(z\mid x, y)$",
@@ -70,8 +70,7 @@ def recognition(order="label_first"):
 
 def multilabel(k=2, names=None):
     """The K-label model p(y_1)..p(y_K) p(z) p(x | y_1..y_K, z) of ``models.MultiLabelSSVAE`` (thesis §4.1)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_int("k", k)
     if names is not None and len(names) != k:
         raise ValueError(f"names must name the {k} labels, got {names!r}")
     labels = [(f"y{i}", f"$y_{i}$", 0.7 + 1.1 * (i - 1), 2.0, "partial") for i in range(1, k + 1)]

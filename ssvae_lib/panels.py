@@ -96,9 +96,8 @@ class Panel:
     # -- drawing -------------------------------------------------------------------------------------
     def redraw(self) -> None:
         """Recompute and show what the controls describe (:meth:`render`), unless redraws are held."""
-        if self._holds:
-            return
-        self.render()
+        if not self._holds:
+            self.render()
 
     def render(self) -> None:
         """Compute and show; each panel provides it (a panel without a picture leaves it empty)."""

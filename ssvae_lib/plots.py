@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
 from . import settings
-from .checks import check_choice
+from .checks import check_choice, check_int
 from .engine import upgrade_record
 
 HISTORY_PANELS = (("train_loss", "training loss (−Eq. 10 per image)"), ("accuracy", "accuracy"),
@@ -103,9 +103,10 @@ def image_grid(images, image_shape, row_labels=None, col_labels=None, title=None
 
 def analogy_figure(originals, analogies, image_shape):
     """Left column: the test images; then the same style decoded with y = 0..C-1 (paper Fig. 2a)."""
-    grid = np.concatenate([np.asarray(originals.cpu())[:, None], np.asarray(analogies.cpu())], axis=1)
+    grid = np.concatenate([as_array(originals)[:, None], as_array(analogies)], axis=1)
     cols = ["input"] + [str(k) for k in range(analogies.shape[1])]
-    return image_grid(grid, image_shape, col_labels=cols, title="Analogies: style z from the input, label y varied")
+    return image_grid(grid, image_shape, col_labels=cols,
+                      title="Analogies: style z from the input, label y varied")
 
 
 def style_figure(grid, image_shape, y, dims, values):
@@ -155,8 +156,7 @@ def tile_images(images, image_shape, pad: int = 1) -> np.ndarray:
     if images.ndim != 3 or images.shape[-1] != int(np.prod(image_shape)) or len(image_shape) != 2:
         raise ValueError(f"images must have shape [rows, cols, {int(np.prod(image_shape))}] for 2-d "
                          f"images of shape {tuple(image_shape)}, got {images.shape}")
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
+    pad = check_int("pad", pad, low=0)
     rows, cols = images.shape[:2]
     h, w = image_shape
     canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad))
@@ -217,9 +217,10 @@ class LiveTrainingFigure:
     """What the live training panel shows: the training objective per optimisation step (−Eq. 10 per
     image, lower is better; an epoch's last step dips, its unlabelled sum covering fewer images than the
     nominal batch it is divided by, see ``engine.step_terms``; grey lines mark the epoch ends) and, per
-    epoch, the evaluation accuracy and ELBO; one colour per run, named in the legend by its label. The figure is kept between redraws: :meth:`update` moves the data of the
-    lines it has and adds lines for new runs, which costs a fraction of drawing the figure anew. A bare
-    ``Figure`` (not pyplot), so a background thread may draw it."""
+    epoch, the evaluation accuracy and ELBO; one colour per run, named in the legend by its label. The
+    figure is kept between redraws: :meth:`update` moves the data of the lines it has and adds lines for
+    new runs, which costs a fraction of drawing the figure anew. A bare ``Figure`` (not pyplot), so a
+    background thread may draw it."""
 
     def __init__(self, figsize=(12, 2.8), panels=LIVE_PANELS):
         self.panels = tuple(panels)
@@ -330,10 +331,7 @@ def _ok(rows):
 
 def sweep_axis(rows) -> str | None:
     """The swept quantity of a grid's rows: "alpha" or "corruption_rate" if it takes several values."""
-    for axis in SWEEP_AXES:
-        if len({r[axis] for r in rows}) > 1:
-            return axis
-    return None
+    return next((axis for axis in SWEEP_AXES if len({r[axis] for r in rows}) > 1), None)
 
 
 def _sweep_figure(rows, x: str, fig, title: str | None, by_protocol: bool):
@@ -482,8 +480,8 @@ def sweep_trend(rows, x: str, key: str, protocol: str, n_labelled) -> tuple[str,
     rows = [r for r in _ok(rows) if r["protocol"] == protocol and r["n_labelled"] == n_labelled]
     if not rows:
         raise ValueError(f"no finished runs for protocol {protocol!r}, M = {n_labelled}")
-    low, high = (_mean_std(r.get(key) for r in rows if r[x] == v) for v in (min(r[x] for r in rows),
-                                                                              max(r[x] for r in rows)))
+    ends = min(r[x] for r in rows), max(r[x] for r in rows)
+    low, high = (_mean_std(r.get(key) for r in rows if r[x] == v) for v in ends)
     verdict = {"higher": "rises", "lower": "falls"}.get(compare(low, high), "flat")
     return verdict, low, high
 
@@ -573,18 +571,20 @@ def write_sweep_figures(grids: dict, directory: str | Path | None = None) -> lis
             if axis is None:
                 continue
             suffix = "" if len(splits) == 1 else f"_{protocol}_{objective}".replace("/", "-")
-            for draw, name, error_bars in ((sweep_panels, "panels", True), (appendix_training_curves, "curves", False)):
+            for draw, name, error_bars in ((sweep_panels, "panels", True),
+                                           (appendix_training_curves, "curves", False)):
                 fig = draw(part, axis, title=_sweep_title(grid, part, error_bars))
                 written += save_figure(fig, f"{grid}{suffix}_{name}", directory)
                 plt.close(fig)
         long_rows, markdown = accuracy_table(rows)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{grid}_accuracy.md").write_text(f"# {grid}: test accuracy\n\n{markdown}")
-        with open(directory / f"{grid}_accuracy.csv", "w", newline="") as f:
+        markdown_path, csv_path = (directory / f"{grid}_accuracy.{ext}" for ext in ("md", "csv"))
+        markdown_path.write_text(f"# {grid}: test accuracy\n\n{markdown}")
+        with open(csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(long_rows[0]) if long_rows else ["dataset"])
             writer.writeheader()
             writer.writerows(long_rows)
-        written += [directory / f"{grid}_accuracy.md", directory / f"{grid}_accuracy.csv"]
+        written += [markdown_path, csv_path]
     return written
 
 
