@@ -112,7 +112,7 @@ def gauss_hermite(n_nodes: int, dim: int, dtype=torch.float64) -> tuple[torch.Te
     if n_nodes ** dim > 2_000_000:
         raise ValueError(f"n_nodes**dim = {n_nodes ** dim} nodes is too many; use dim <= 3 or fewer nodes")
     t, w = _hermegauss(int(n_nodes))
-    log_w = np.log(w) - 0.5 * math.log(2.0 * math.pi)
+    log_w = np.log(w) - 0.5 * LOG_2PI
     grids = np.meshgrid(*([t] * dim), indexing="ij")
     log_grids = np.meshgrid(*([log_w] * dim), indexing="ij")
     nodes = np.stack([g.reshape(-1) for g in grids], axis=-1)
@@ -296,10 +296,9 @@ class _ToyRecognition:
         return self
 
     def _store(self, **params):
-        g = self.generative
         self._parameter_names = tuple(params)
         for name, (value, shape) in params.items():
-            t = torch.as_tensor(value, dtype=g.W.dtype)
+            t = torch.as_tensor(value, dtype=self.generative.W.dtype)
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
             setattr(self, name, t)
@@ -321,7 +320,8 @@ class ToyLabelFirstModel(_ToyRecognition):
         super().__init__(generative)
         C, D, Dz = generative.n_classes, generative.data_dim, generative.latent_dim
         self._store(classifier_weight=(classifier_weight, (C, D)), classifier_bias=(classifier_bias, (C,)),
-                    encoder_weight=(encoder_weight, (Dz, D)), encoder_label_weight=(encoder_label_weight, (Dz, C)),
+                    encoder_weight=(encoder_weight, (Dz, D)),
+                    encoder_label_weight=(encoder_label_weight, (Dz, C)),
                     encoder_bias=(encoder_bias, (Dz,)), encoder_log_sigma=(encoder_log_sigma, (C, Dz)))
 
     @classmethod
@@ -430,7 +430,8 @@ class ToyStyleFirstModel(_ToyRecognition):
         cov = g.posterior_z_covariance()
         encoder_weight = cov @ g.W.T / g.s ** 2
         encoder_bias = -encoder_weight @ (g.b + g.U @ g.pi)
-        log_sigma = 0.5 * torch.log(torch.diagonal(cov)) + math.log(_positive_scalar(sigma_scale, "sigma_scale"))
+        sigma_scale = _positive_scalar(sigma_scale, "sigma_scale")
+        log_sigma = 0.5 * torch.log(torch.diagonal(cov)) + math.log(sigma_scale)
         # p(y|x,z) logits: log π_y + u_yᵀ(x − W z − b)/s² − ½‖u_y‖²/s²
         classifier_style_weight = -g.U.T @ g.W / g.s ** 2
         classifier_weight = g.U.T / g.s ** 2
@@ -515,16 +516,16 @@ class ToyStyleFirstModel(_ToyRecognition):
 
 # -- Joy et al. (2021)'s CCVAE, linear-Gaussian -------------------------------------------------------
 class CharacteristicToy(_LinearDecoder):
-    """y ~ Cat(π), z = (z_c, z_s) with z_c|y ~ N(m_y, diag exp(2 log s_y)) and z_s ~ N(0, I), x|z ~ N(Wz + b, s²I);
-    recognition q(z|x) = N(Ax + c, diag exp(2 ℓ)) and q(y|z_c) = softmax(U z_c + v). ``prior_mu``,
-    ``prior_log_sigma``: ``[C, Dc]``; ``W [D, Dc + Ds]``; ``A [Dz, D]``; ``U [C, Dc]``."""
+    """y ~ Cat(π), z = (z_c, z_s) with z_c|y ~ N(m_y, diag exp(2 log s_y)) and z_s ~ N(0, I),
+    x|z ~ N(Wz + b, s²I); recognition q(z|x) = N(Ax + c, diag exp(2 ℓ)) and q(y|z_c) = softmax(U z_c + v).
+    ``prior_mu``, ``prior_log_sigma``: ``[C, Dc]``; ``W [D, Dc + Ds]``; ``A [Dz, D]``; ``U [C, Dc]``."""
 
     def __init__(self, pi, prior_mu, prior_log_sigma, W, b, s, A, c, log_sigma_q, U, v, n_nodes: int = 60):
         super().__init__(W, b, s)
         dtype = self.W.dtype
         self.log_pi = torch.log(_tensor(pi, "pi", 1, dtype))
-        self.prior_mu, self.prior_log_sigma = _tensor(prior_mu, "prior_mu", 2, dtype), \
-            _tensor(prior_log_sigma, "prior_log_sigma", 2, dtype)
+        self.prior_mu = _tensor(prior_mu, "prior_mu", 2, dtype)
+        self.prior_log_sigma = _tensor(prior_log_sigma, "prior_log_sigma", 2, dtype)
         self.A, self.c = _tensor(A, "A", 2, dtype), _tensor(c, "c", 1, dtype)
         self.log_sigma_q = _tensor(log_sigma_q, "log_sigma_q", 1, dtype)
         self.U, self.v = _tensor(U, "U", 2, dtype), _tensor(v, "v", 1, dtype)
@@ -534,18 +535,15 @@ class CharacteristicToy(_LinearDecoder):
     def _prior_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``[C, Dz]`` and variances ``[C, Dz]`` of p(z|y) = N((m_y, 0), diag(s_y², 1))."""
         d_s = self.latent_dim - self.characteristic_dim
-        zeros, ones = torch.zeros(self.n_classes, d_s, dtype=self.W.dtype), torch.ones(self.n_classes, d_s,
-                                                                                      dtype=self.W.dtype)
-        return (torch.cat([self.prior_mu, zeros], 1),
-                torch.cat([torch.exp(2 * self.prior_log_sigma), ones], 1))
+        return F.pad(self.prior_mu, (0, d_s)), F.pad(torch.exp(2 * self.prior_log_sigma), (0, d_s), value=1.0)
 
     def log_joint_xy(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x, y) = log π_y + log N(x; W μ_y + b, W Σ_y Wᵀ + s²I) for every y, ``[..., C]``."""
         _check_x(x, self.data_dim)
         means, variances = self._prior_moments()
-        eye = torch.eye(self.data_dim, dtype=self.W.dtype)
+        noise_cov = self.s ** 2 * torch.eye(self.data_dim, dtype=self.W.dtype)
         return torch.stack([self.log_pi[y] + _mvn_log_density(x, self.W @ means[y] + self.b,
-                                                              (self.W * variances[y]) @ self.W.T + self.s ** 2 * eye)
+                                                              (self.W * variances[y]) @ self.W.T + noise_cov)
                             for y in range(self.n_classes)], dim=-1)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
@@ -567,12 +565,13 @@ class CharacteristicToy(_LinearDecoder):
                 "log_pz_y": log_pz_y, "log_qy": torch.log_softmax(z[..., :d_c] @ self.U.T + self.v, -1)}
 
     def supervised_bound(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Joy et al. Eq. 4 by quadrature, ``[B]``: E_q(z|x)[q(y|z_c)/q(y|x) · log(p(x|z)p(z|y)/(q(y|z_c)q(z|x)))]
-        + log q(y|x) + log p(y), with q(y|x) = ∫ q(y|z_c) q(z|x) dz."""
+        """Joy et al. Eq. 4 by quadrature, ``[B]``:
+        E_q(z|x)[q(y|z_c)/q(y|x) · log(p(x|z)p(z|y)/(q(y|z_c)q(z|x)))] + log q(y|x) + log p(y),
+        with q(y|x) = ∫ q(y|z_c) q(z|x) dz."""
         n = self._at_nodes(x)
         log_qy, log_pz_y = _pick(n["log_qy"], y), _pick(n["log_pz_y"], y)              # [N, B]
         log_qy_x = torch.logsumexp(n["log_w"][:, None] + log_qy, dim=0)                # [B]
-        weights = torch.exp(n["log_w"][:, None] + log_qy - log_qy_x)                   # q(z|x, y) at the nodes
+        weights = torch.exp(n["log_w"][:, None] + log_qy - log_qy_x)                   # q(z|x,y) at the nodes
         inner = n["log_px_over_qz"] + log_pz_y - log_qy
         return (weights * inner).sum(0) + log_qy_x + self.log_pi[y]
 
@@ -585,7 +584,7 @@ class CharacteristicToy(_LinearDecoder):
         return (torch.exp(n["log_w"])[:, None] * inner).sum(0)
 
     def exact_posterior(self, x: torch.Tensor, y: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(z|x, y) for one class ``y`` = N(mean ``[B, Dz]``, cov ``[Dz, Dz]``): Gaussian, since p(z|y) is."""
+        """p(z|x, y) for one class ``y`` = N(mean ``[B, Dz]``, cov ``[Dz, Dz]``), Gaussian since p(z|y) is."""
         means, variances = self._prior_moments()
         cov = torch.linalg.inv(torch.diag(1.0 / variances[y]) + self.W.T @ self.W / self.s ** 2)
         return ((x - self.b) @ self.W / self.s ** 2 + means[y] / variances[y]) @ cov, cov

@@ -28,7 +28,8 @@ from .checks import check_choice, check_int, check_real
 from .estimators import (effective_sample_size, importance_sampling_estimate, iwae_bound, log_mean_exp,
                          self_normalised_estimate)
 from .models import CCVAE, VAE
-from .toy import LOG_2PI, CharacteristicToy, LinearGaussian, ToyStyleFirstModel, diag_log_density, gauss_hermite
+from .toy import (LOG_2PI, CharacteristicToy, LinearGaussian, ToyStyleFirstModel, diag_log_density,
+                  gauss_hermite)
 
 __all__ = ["GRADIENT_ESTIMATORS", "IS_ESTIMATORS", "SUPERVISED_ESTIMATES", "gaussian_kl_diagonal_to_full",
            "elbo_decomposition", "best_diagonal_gaussian", "beta_vae_objective", "elbo_monte_carlo_terms",
@@ -55,6 +56,11 @@ def _single_x(model, x) -> torch.Tensor:
     if t.shape != (model.data_dim,):
         raise ValueError(f"x must be one observation of shape [{model.data_dim}], got {tuple(t.shape)}")
     return t
+
+
+def _normal_log_density(z: torch.Tensor, mean: float, sd: float) -> torch.Tensor:
+    """log N(z; mean, sd²) of a 1-d normal, elementwise."""
+    return -0.5 * ((z - mean) / sd) ** 2 - math.log(sd) - 0.5 * LOG_2PI
 
 
 def gaussian_kl_diagonal_to_full(m: torch.Tensor, log_s: torch.Tensor, mean: torch.Tensor,
@@ -187,7 +193,8 @@ class PosteriorImportanceSampling:
         if not isinstance(model, LinearGaussian) or model.latent_dim != 1:
             raise ValueError("PosteriorImportanceSampling needs a LinearGaussian with a 1-d latent")
         self.model, self.x = model, _single_x(model, x)
-        self.shift, self.scale = check_real("shift", shift), check_real("scale", scale, 0.0, open_interval=True)
+        self.shift = check_real("shift", shift)
+        self.scale = check_real("scale", scale, 0.0, open_interval=True)
         mean, cov = model.posterior(self.x)
         self.posterior_mean, self.posterior_sd = float(mean[0]), math.sqrt(float(cov[0, 0]))
         self.proposal_mean = self.posterior_mean + self.shift * self.posterior_sd
@@ -196,13 +203,11 @@ class PosteriorImportanceSampling:
 
     # -- densities and draws ---------------------------------------------------------------------
     def log_proposal(self, z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * ((z - self.proposal_mean) / self.proposal_sd) ** 2 - math.log(self.proposal_sd) \
-            - 0.5 * LOG_2PI
+        return _normal_log_density(z, self.proposal_mean, self.proposal_sd)
 
     def log_posterior(self, z: torch.Tensor) -> torch.Tensor:
         """The normalised target log p(z|x)."""
-        return -0.5 * ((z - self.posterior_mean) / self.posterior_sd) ** 2 - math.log(self.posterior_sd) \
-            - 0.5 * LOG_2PI
+        return _normal_log_density(z, self.posterior_mean, self.posterior_sd)
 
     def log_unnormalised_target(self, z: torch.Tensor) -> torch.Tensor:
         """log p̃(z) = log p(x, z) = log p(z|x) + log p(x)."""
@@ -414,7 +419,8 @@ class SupervisedEstimatorReference:
         s = check_int("n_samples", n_samples)
         values = dict(
             as_written=self.limit_as_written + self.snis_coefficient / s,
-            weighted=self.eq16 + self.snis_coefficient / s - (1 + self.alpha) * self.weight_variance / (2 * s),
+            weighted=(self.eq16 + self.snis_coefficient / s
+                      - (1 + self.alpha) * self.weight_variance / (2 * s)),
             eq19=self.expected_log_w,
             eq19_iw=self.log_q_y - self.weight_variance / (2 * s))
         return values[check_choice("estimate", estimate, SUPERVISED_ESTIMATES)]
@@ -455,10 +461,11 @@ def supervised_estimator_reference(model: ToyStyleFirstModel, x, y, alpha: float
 # -- 09: the VAE and the CCVAE as linear-Gaussian toys ---------------------------------------------------
 @torch.no_grad()
 def set_linear_gaussian(model: VAE, W, b, A, c, log_sigma, log_sigma_weight=None) -> VAE:
-    """Set every weight of a float64 ``models.VAE`` (or ``CCVAE``; ``hidden_dim`` ≥ 2·max(D, Dz)) so that its
-    decoder mean is Wz + b and q(z|x) = N(Ax + c, diag exp(2(Lx + ℓ))), ℓ = ``log_sigma``, L =
+    """Set every weight of a float64 ``models.VAE`` (or ``CCVAE``; ``hidden_dim`` ≥ 2·max(D, Dz)) so that
+    its decoder mean is Wz + b and q(z|x) = N(Ax + c, diag exp(2(Lx + ℓ))), ℓ = ``log_sigma``, L =
     ``log_sigma_weight`` (default 0): the ReLU layers carry these linear maps with the pair trick
-    relu(h) − relu(−h) = h (hidden units [h, −h]). Everything else (a CCVAE's classifier and prior) is zeroed."""
+    relu(h) − relu(−h) = h (hidden units [h, −h]). Everything else (a CCVAE's classifier and prior) is
+    zeroed."""
     d, dz = model.input_dim, model.latent_dim
     eye_x, eye_z = torch.eye(d, dtype=torch.float64), torch.eye(dz, dtype=torch.float64)
     L = torch.zeros(dz, d, dtype=torch.float64) if log_sigma_weight is None else log_sigma_weight
@@ -474,8 +481,9 @@ def set_linear_gaussian(model: VAE, W, b, A, c, log_sigma, log_sigma_weight=None
 
 
 def ccvae_from_toy(t: CharacteristicToy) -> CCVAE:
-    """A float64 ``models.CCVAE`` computing exactly the densities of the toy ``t`` (:func:`set_linear_gaussian`,
-    the observation model Gaussian with the toy's s, the classifier and conditional prior the toy's)."""
+    """A float64 ``models.CCVAE`` computing exactly the densities of the toy ``t``
+    (:func:`set_linear_gaussian`, the observation model Gaussian with the toy's s, the classifier and
+    conditional prior the toy's)."""
     d, dz = t.W.shape
     model = CCVAE(input_dim=d, hidden_dim=2 * max(d, dz), n_classes=t.n_classes,
                   characteristic_dim=t.characteristic_dim, style_dim=dz - t.characteristic_dim,
