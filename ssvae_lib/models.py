@@ -361,8 +361,6 @@ class CCVAE(VAE):
     q(z|x) (a :class:`VAE` encoder) and the classifier q(y|z_c), linear in z_c. Its bounds are
     ``objectives.characteristic_supervised_bound`` / ``characteristic_unsupervised_bound``."""
 
-    order = "label_first"       # for the engine's noise plan: no concrete label is ever drawn
-
     def __init__(self, input_dim: int = 784, hidden_dim: int = 256, n_classes: int = 10,
                  characteristic_dim: int = 2, style_dim: int = 8,
                  log_sigma_range: tuple[float, float] = (-6.0, 2.0), observation="bernoulli"):

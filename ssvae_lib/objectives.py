@@ -231,10 +231,12 @@ def _check_alpha(alpha) -> None:
     check_real("alpha", alpha)
 
 
-def checked_input(model, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
+def checked_input(model, x: torch.Tensor, validate: bool = True, *, needs_order: bool = True) -> torch.Tensor:
     """``x`` for ``model``: with ``validate``, ``model.check_input(x)`` where the model has it (shape, dtype,
-    the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``)."""
-    check_choice("model.order", getattr(model, "order", None), ORDERS)
+    the observation model's support: once per call); otherwise its shape [B, D] only (under ``vmap``).
+    ``needs_order``: the caller branches on ``model.order`` (the M2/SSVAE bounds), so it is checked too."""
+    if needs_order:
+        check_choice("model.order", getattr(model, "order", None), ORDERS)
     if validate and hasattr(model, "check_input"):
         return model.check_input(x)
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
@@ -504,7 +506,7 @@ def characteristic_terms(model, x: torch.Tensor, n_samples: int = 1, eps: torch.
     """The log-densities of Joy et al. (2021)'s bounds at z^s = mu + sigma·eps^s ~ q(z|x), ``eps [S, B, Dz]``:
     ``log_px`` log p(x|z^s) and ``log_qz`` log q(z^s|x), each ``[S, B]``; ``log_pz_y`` log p(z^s|y) =
     log p(z_c^s|y) + log N(z_s^s; 0, I) and ``log_qy`` log q(y|z_c^s), each ``[S, B, C]`` (every class)."""
-    x = checked_input(model, x, validate)
+    x = checked_input(model, x, validate, needs_order=False)
     mu, log_sigma = model.encode_latent(x)                                          # [B, Dz]
     z = reparameterise(mu, log_sigma, n_samples, eps, generator)                    # [S, B, Dz]
     d_c = model.characteristic_dim
