@@ -527,6 +527,20 @@ def train_runs(configs: Sequence[TrainConfig], *, dataset: data_mod.Dataset | No
     return outcomes
 
 
+def fit_examples(config, n_examples: int):
+    """What :func:`fit` trains on for ``config`` (a dataclass with ``epochs``, ``max_train`` and ``seed``):
+    the config after the fast-mode shrink (``SSVAE_FAST``: at most 2 epochs and 1,500 examples) and the
+    sorted rows kept of the ``n_examples`` (``max_train`` of them drawn with numpy seeded ``seed``; all of
+    them when it is None or not smaller), int64 ``[n_kept]``."""
+    if settings.FAST:
+        cap = 1500 if config.max_train is None else min(config.max_train, 1500)
+        config = dataclasses.replace(config, epochs=min(config.epochs, 2), max_train=cap)
+    if config.max_train is None or config.max_train >= n_examples:
+        return config, torch.arange(n_examples)
+    return config, torch.as_tensor(np.sort(np.random.default_rng(config.seed).permutation(n_examples)
+                                           [:config.max_train]))
+
+
 def fit(model: torch.nn.Module, batch_loss, n_examples: int, *, epochs: int, batch_size: int, lr: float,
         seed: int, evaluate=None, stream: int = 23, progress: bool = False) -> list[dict]:
     """The loop of a model trained on one set of examples (no labelled/unlabelled schedule): each epoch

@@ -23,7 +23,6 @@ The price of having no branches: a fully labelled example still evaluates all J 
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import numbers
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from . import engine, settings
+from . import engine
 from .checks import check_choice, check_int, check_real
 from .models import MultiLabelSSVAE, check_label_range
 from .objectives import categorical_entropy, gaussian_kl, reparameterise
@@ -226,14 +225,9 @@ def train_multilabel(config: MultiLabelConfig, dataset: data_mod.Dataset | None 
     of each image is observed with probability ``observe_prob`` (:func:`observation_mask`, drawn once),
     and every step maximises the mean :func:`masked_bound` of a shuffled batch (Adam). Fast mode
     (``SSVAE_FAST``): at most 2 epochs and 1,500 training images. Same seed, same result on the CPU."""
-    if settings.FAST:
-        cap = 1500 if config.max_train is None else min(config.max_train, 1500)
-        config = dataclasses.replace(config, epochs=min(config.epochs, 2), max_train=cap)
     ds = dataset if dataset is not None else data_mod.load_dataset("shapes")
-    x, labels = ds.x_train, shapes_labels(ds, config.label_factors, "train")
-    if config.max_train is not None and config.max_train < len(x):
-        keep = torch.as_tensor(np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.max_train]))
-        x, labels = x[keep], labels[keep]
+    config, keep = engine.fit_examples(config, len(ds.x_train))
+    x, labels = ds.x_train[keep], shapes_labels(ds, config.label_factors, "train")[keep]
     device = torch.device(device)
     x, labels = x.to(device), labels.to(device)
     x_test, labels_test = ds.x_test.to(device), shapes_labels(ds, config.label_factors, "test").to(device)

@@ -28,7 +28,6 @@ B the number of images in the batch. With M = 0 it is a plain β-VAE (Locatello 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -36,10 +35,10 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from . import engine, settings
+from . import engine
 from .checks import check_int, check_real
 from .models import VAE
-from .objectives import gaussian_kl, gaussian_kl_between, reparameterise
+from .objectives import checked_input, gaussian_kl, gaussian_kl_between, reparameterise
 
 __all__ = ["weak_pairs", "adaptive_average", "vae_bound", "pair_bound", "WeakConfig", "WeakResult",
            "evaluate_weak", "train_weak"]
@@ -130,8 +129,7 @@ def vae_bound(model: VAE, x: torch.Tensor, *, beta: float = 1.0, eps: torch.Tens
     ``eps``: standard normal noise ``[1, B, Dz]`` or ``[B, Dz]`` (drawn from ``generator`` when None).
     ``posterior``: ``(mu, log_sigma)`` of q(z|x), each ``[B, Dz]``, used instead of ``model.encode_latent(x)``
     (the averaged posteriors of :func:`pair_bound`)."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ValueError(f"x must be a [B, D] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    x = checked_input(model, x, validate=False, needs_order=False)
     beta = check_real("beta", beta, 0.0)
     mu, log_sigma = model.encode_latent(x) if posterior is None else posterior
     if isinstance(eps, torch.Tensor) and eps.dim() == 2:
@@ -228,17 +226,11 @@ def train_weak(config: WeakConfig, dataset: data_mod.Dataset | None = None, devi
     ``[seed, 37]``; no pair term when ``n_pairs`` or ``gamma`` is 0). The pairs (:func:`weak_pairs`) are drawn
     once, among the kept images. After each epoch: ``test_elbo``, the mean ELBO on the test images. Fast mode
     (``SSVAE_FAST``): at most 2 epochs and 1,500 training images. Same seed, same result on the CPU."""
-    if settings.FAST:
-        cap = 1500 if config.max_train is None else min(config.max_train, 1500)
-        config = dataclasses.replace(config, epochs=min(config.epochs, 2), max_train=cap)
     ds = dataset if dataset is not None else data_mod.load_dataset("shapes")
     if ds.factors_train is None:
         raise ValueError(f"dataset {ds.name!r} has no generative factors; weak pairs need them")
-    x, factors = ds.x_train, ds.factors_train
-    keep = torch.arange(len(x))
-    if config.max_train is not None and config.max_train < len(x):
-        keep = torch.as_tensor(np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.max_train]))
-        x, factors = x[keep], factors[keep.numpy()]
+    config, keep = engine.fit_examples(config, len(ds.x_train))
+    x, factors = ds.x_train[keep], ds.factors_train[keep.numpy()]
     pairs = _draw_pairs(factors, config.n_pairs, config.k, config.seed)     # rows of the kept images
     device = torch.device(device)
     x, x_test, pair_rows = x.to(device), ds.x_test.to(device), pairs.to(device)
