@@ -158,7 +158,7 @@ def test_config_refuses_what_the_ccvae_has_not():
 
 def test_ccvae_trains_in_the_engine_and_stacked_runs_equal_single_runs(shapes_small):
     common = dict(dataset="shapes", objective="ccvae", n_labelled=200, batch_size=64, epochs=2, n_samples=4,
-                  iwae_examples=50, iwae_samples=2, hidden_dim=32, style_dim=3, max_train=400, max_test=200,
+                  iwae_examples=200, iwae_samples=2, hidden_dim=32, style_dim=3, max_train=400, max_test=200,
                   device="cpu")
     configs = [TrainConfig(**common, alpha=a, seed=s) for a, s in ((0.0, 0), (5.0, 1))]
     stacked = engine.train_runs(configs, dataset=shapes_small, progress=False, scores=False)
@@ -170,7 +170,9 @@ def test_ccvae_trains_in_the_engine_and_stacked_runs_equal_single_runs(shapes_sm
                 # float32 round-off of the vectorised run: measured at most 8e-8 relative
                 assert math.isclose(a[key], b[key], rel_tol=1e-6), (key, a[key], b[key])
         last = run.history[-1]
-        assert last["log_likelihood"] >= last["elbo"] - 1.0   # IWAE (K = 2) vs Eq. 5, both per image
+        # on the same 200 test images IWAE (K = 2) is at least Eq. 5 in expectation (measured: 5.4 and 6.8 nats
+        # per image above it, so no slack is needed)
+        assert last["log_likelihood"] >= last["elbo"]
 
 
 def test_characteristic_path_passes_through_every_class_mean():
